@@ -1,0 +1,28 @@
+# Quick start: `make run` starts the product, `make test` runs the whole suite.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup system-deps run test lint typecheck check bench clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+run: setup
+	$(BIN)/captions serve
+
+test: setup system-deps
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check captions sfu cli evaluation tests
+
+typecheck: setup
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,107 @@
+"""Every exception the project raises on purpose derives from :class:`CaptionsError`.
+
+Hierarchy::
+
+    CaptionsError
+    ├── AudioError               bad audio input
+    │   ├── AudioDecodeError     not audio, or a corrupt file
+    │   └── EmptyAudioError      decodes to zero samples
+    ├── EngineError
+    │   ├── UnknownEngineError   no engine of that name
+    │   ├── ModelNotFoundError   weights missing; the message says how to provision them
+    │   ├── CapacityError        every slot of the engine is taken ("no free channels")
+    │   └── StreamClosedError    audio pushed to a stream after it was closed
+    ├── ManifestError            an evaluation manifest line cannot be used (names the line)
+    ├── ProtocolError            a peer sent something the protocol forbids
+    │   ├── MessageTooLargeError over the configured size limit
+    │   └── MalformedMessageError not decodable, unknown type, wrong field types
+    └── AuthError                room tokens; each has a stable ``code`` for clients
+        ├── TokenMissingError    code "token_missing"
+        ├── TokenInvalidError    code "token_invalid" (bad signature, malformed)
+        ├── TokenExpiredError    code "token_expired"
+        ├── WrongRoomError       code "wrong_room"
+        └── ForbiddenError       code "forbidden" (a host-only action by a non-host)
+"""
+
+from __future__ import annotations
+
+
+class CaptionsError(Exception):
+    """Root of every documented error in this project."""
+
+
+class AudioError(CaptionsError):
+    """Audio input cannot be used."""
+
+
+class AudioDecodeError(AudioError):
+    """The input is not decodable audio."""
+
+
+class EmptyAudioError(AudioError):
+    """The input decodes to no samples."""
+
+
+class EngineError(CaptionsError):
+    """A speech engine cannot do what was asked."""
+
+
+class UnknownEngineError(EngineError):
+    """No engine is registered under that name."""
+
+
+class ModelNotFoundError(EngineError):
+    """Model weights are not on this machine."""
+
+
+class CapacityError(EngineError):
+    """The engine has no free stream slot."""
+
+
+class StreamClosedError(EngineError):
+    """The stream was already closed."""
+
+
+class ManifestError(CaptionsError):
+    """An evaluation manifest cannot be read."""
+
+
+class ProtocolError(CaptionsError):
+    """A peer violated a wire protocol."""
+
+
+class MessageTooLargeError(ProtocolError):
+    """A message exceeded the configured size limit."""
+
+
+class MalformedMessageError(ProtocolError):
+    """A message could not be decoded or has the wrong shape."""
+
+
+class AuthError(CaptionsError):
+    """A room token was refused. ``code`` is stable and documented."""
+
+    code = "auth_error"
+    http_status = 401
+
+
+class TokenMissingError(AuthError):
+    code = "token_missing"
+
+
+class TokenInvalidError(AuthError):
+    code = "token_invalid"
+
+
+class TokenExpiredError(AuthError):
+    code = "token_expired"
+
+
+class WrongRoomError(AuthError):
+    code = "wrong_room"
+    http_status = 403
+
+
+class ForbiddenError(AuthError):
+    code = "forbidden"
+    http_status = 403

@@ -1,0 +1,254 @@
+"""Asyncio layer over an :class:`~captions.engine.Engine`: streams, a worker thread, events.
+
+The engine's compute runs in one dedicated worker thread so network I/O on the
+event loop never waits behind inference. Each round, the worker takes every session
+that has work, in an order that rotates every round so no speaker starves, and calls
+``engine.step`` once with all of them (engines batch or serve them in turn).
+
+Bounded everywhere:
+
+- audio: each session's :class:`AudioInbox` keeps at most ``max_buffer_seconds``;
+  when the engine falls behind, the oldest audio is dropped and the stream is marked
+  degraded (its events then carry ``flags.degraded``);
+- events: each stream's queue holds at most ``max_pending_events``; a newer partial
+  of an utterance replaces the queued one (coalescing), and if finals alone overflow
+  the queue the oldest are dropped and counted in ``SpeechStream.dropped_events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+
+import numpy.typing as npt
+
+from captions.audio import StreamResampler
+from captions.clock import Clock, WallClock
+from captions.engine import AudioInbox, Engine, Session, sessions_needing_work
+from captions.events import CaptionEvent, Speaker
+from captions.exceptions import StreamClosedError
+from captions.track import CaptionTrack
+
+log = logging.getLogger(__name__)
+
+
+class SpeechStream:
+    """One speaker's live stream: push audio in, iterate caption events out."""
+
+    def __init__(
+        self,
+        runner: EngineRunner,
+        session: Session,
+        *,
+        max_pending_events: int,
+    ) -> None:
+        self._runner = runner
+        self.session = session
+        self.speaker: Speaker = session.track.speaker
+        self._resampler = StreamResampler(session.inbox.sample_rate)
+        self._events: deque[CaptionEvent] = deque()
+        self._max_events = max(2, max_pending_events)
+        self._event_ready = asyncio.Event()
+        self._done = asyncio.Event()
+        self._closing = False
+        self.dropped_events = 0
+
+    @property
+    def degraded(self) -> bool:
+        return self.session.track.degraded
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def push_audio(self, pcm: npt.ArrayLike, sample_rate: int) -> None:
+        """Queues audio of any rate and layout; never blocks (see the module's policy)."""
+        if self._closing:
+            raise StreamClosedError(f"stream for {self.speaker.id} is closed")
+        native = self._resampler(pcm, sample_rate)
+        if self.session.inbox.push(native) and not self.session.track.degraded:
+            log.warning("engine behind: dropping old audio of %s", self.speaker.id)
+            self.session.track.degraded = True
+        self._runner._wake()
+
+    def flush(self) -> None:
+        """Asks the engine to finalise the current utterance with the audio it has."""
+        if not self._closing:
+            self.session.flush_requested = True
+            self._runner._wake()
+
+    async def aclose(self) -> None:
+        """Ends the stream: its last words arrive as a final event, then iteration stops."""
+        if not self._closing:
+            self._closing = True
+            self.session.end_requested = True
+            self._runner._wake()
+        await self._done.wait()
+
+    def abort(self) -> None:
+        """Drops the stream without flushing (its owner is gone)."""
+        self._closing = True
+        self._runner._abandon(self)
+
+    def __aiter__(self) -> AsyncIterator[CaptionEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[CaptionEvent]:
+        while True:
+            while self._events:
+                yield self._events.popleft()
+            if self._done.is_set():
+                return
+            self._event_ready.clear()
+            await self._event_ready.wait()
+
+    # Called on the event loop by the worker through call_soon_threadsafe.
+    def _deliver(self, events: list[CaptionEvent]) -> None:
+        for event in events:
+            self._enqueue(event)
+        self._event_ready.set()
+
+    def _enqueue(self, event: CaptionEvent) -> None:
+        q = self._events
+        if q and q[-1].utterance == event.utterance and q[-1].kind == "partial":
+            q.pop()  # coalesce: the newer revision of the same utterance supersedes it
+        q.append(event)
+        while len(q) > self._max_events:
+            victim = next((e for e in q if e.kind == "partial"), None)
+            if victim is not None:
+                q.remove(victim)
+            else:
+                q.popleft()
+            self.dropped_events += 1
+
+    def _finish(self) -> None:
+        self._done.set()
+        self._event_ready.set()
+
+
+class EngineRunner:
+    """Owns one engine and the worker thread that runs it for every stream."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock | None = None,
+        max_buffer_seconds: float = 10.0,
+        max_pending_events: int = 256,
+    ) -> None:
+        self.engine = engine
+        self.clock: Clock = clock or WallClock()
+        self.max_buffer_seconds = max_buffer_seconds
+        self.max_pending_events = max_pending_events
+        self._streams: dict[int, SpeechStream] = {}
+        self._order: list[int] = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.steps = 0
+
+    async def __aenter__(self) -> EngineRunner:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._work, name=f"engine-{self.engine.info.name}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def active_streams(self) -> int:
+        with self._cond:
+            return len(self._streams)
+
+    def open_stream(self, speaker: Speaker, *, language: str | None = None) -> SpeechStream:
+        """Starts a stream for ``speaker``. Raises CapacityError when the engine is full."""
+        if self._thread is None:
+            self.start()
+        track = CaptionTrack(speaker, self.clock)
+        inbox = AudioInbox(self.engine.info.sample_rate, max_seconds=self.max_buffer_seconds)
+        with self._cond:
+            # Engine sessions are created under the lock: slot pools are not thread-safe.
+            session = self.engine.create_session(track, inbox, language=language)
+            session.wake = self._wake
+            stream = SpeechStream(self, session, max_pending_events=self.max_pending_events)
+            self._streams[id(session)] = stream
+            self._order.append(id(session))
+            self._cond.notify()
+        return stream
+
+    async def aclose(self) -> None:
+        """Flushes every open stream, then stops the worker and releases the engine."""
+        streams = list(self._streams.values())
+        await asyncio.gather(*(s.aclose() for s in streams), return_exceptions=True)
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            self._thread = None
+        self.engine.close()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def _abandon(self, stream: SpeechStream) -> None:
+        stream.session.end_requested = False
+        with self._cond:
+            if self._streams.pop(id(stream.session), None) is not None:
+                self._order.remove(id(stream.session))
+                self.engine.release_session(stream.session)
+        stream._finish()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop:
+                    batch = sessions_needing_work(
+                        [self._streams[k].session for k in self._order]
+                    )
+                    if batch:
+                        break
+                    self._cond.wait(timeout=0.5)
+                if self._stop:
+                    return
+                # Rotate so whoever went first this round goes last next round.
+                self._order.append(self._order.pop(0))
+            try:
+                self.engine.step(batch)
+            except Exception:
+                log.exception("engine step failed; ending the affected streams")
+                for s in batch:
+                    s.finished = True
+            self.steps += 1
+            self._dispatch(batch)
+
+    def _dispatch(self, batch: list[Session]) -> None:
+        assert self._loop is not None
+        for session in batch:
+            stream = self._streams.get(id(session))
+            if stream is None:
+                continue
+            events = session.track.take_events()
+            if events:
+                self._loop.call_soon_threadsafe(stream._deliver, events)
+            if session.finished:
+                with self._cond:
+                    self._streams.pop(id(session), None)
+                    if id(session) in self._order:
+                        self._order.remove(id(session))
+                    self.engine.release_session(session)
+                self._loop.call_soon_threadsafe(stream._finish)

@@ -1,0 +1,33 @@
+"""Options shared by every command that runs an engine."""
+
+from __future__ import annotations
+
+import argparse
+
+from captions.engines import DEFAULT_ENGINE, EngineOptions, engine_names
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--engine",
+        default=DEFAULT_ENGINE,
+        help=f"speech engine: {', '.join(engine_names())} (default: {DEFAULT_ENGINE})",
+    )
+    group.add_argument("--model", help="model path (CTranslate2 Whisper dir, Kyutai checkpoint)")
+    group.add_argument("--language", help="language code, e.g. en or fr")
+    group.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    group.add_argument("--max-streams", type=int, help="concurrent speakers the engine accepts")
+    group.add_argument("--kyutai-url", help="ws://HOST:PORT/api/asr-streaming (kyutai-remote)")
+    group.add_argument("--kyutai-api-key", help="API key for --kyutai-url (kyutai-remote)")
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    return EngineOptions(
+        model=args.model,
+        language=args.language,
+        device=args.device,
+        max_streams=args.max_streams,
+        kyutai_url=args.kyutai_url,
+        kyutai_api_key=args.kyutai_api_key,
+    )

@@ -1,0 +1,88 @@
+import asyncio
+
+import numpy as np
+import pytest
+
+from captions.events import CaptionEvent, Speaker
+from captions.exceptions import CapacityError, StreamClosedError
+from captions.runtime import EngineRunner
+from tests.fakes import ScriptedEngine
+
+SCRIPT = [("one", 0.0, 0.3), ("two", 0.4, 0.7), ("three", 0.8, 1.1)]
+
+
+async def _collect(stream) -> list[CaptionEvent]:  # type: ignore[no-untyped-def]
+    return [e async for e in stream]
+
+
+async def test_close_flushes_last_words_as_final() -> None:
+    engine = ScriptedEngine(SCRIPT, delay=10.0)  # nothing would finalise on its own
+    async with EngineRunner(engine) as runner:
+        stream = runner.open_stream(Speaker("a", "Alice"))
+        collector = asyncio.create_task(_collect(stream))
+        stream.push_audio(np.zeros(48_000, dtype=np.float32), 48_000)  # 1 s at 48 kHz
+        await stream.aclose()
+        events = await collector
+    assert events[-1].kind == "final"
+    assert events[-1].text == "one two"
+    assert all(w.final for w in events[-1].words)
+    with pytest.raises(StreamClosedError):
+        stream.push_audio(np.zeros(10, dtype=np.float32), 16_000)
+
+
+async def test_resamples_any_rate_and_layout() -> None:
+    engine = ScriptedEngine(SCRIPT)
+    async with EngineRunner(engine) as runner:
+        stream = runner.open_stream(Speaker("a"))
+        stereo = np.zeros((44_100, 2), dtype=np.int16)
+        stream.push_audio(stereo, 44_100)
+        await stream.aclose()
+    assert abs(engine.samples_seen["a"] - 16_000) < 200
+
+
+async def test_capacity_refusal_is_clear() -> None:
+    engine = ScriptedEngine(SCRIPT, max_streams=1)
+    async with EngineRunner(engine) as runner:
+        runner.open_stream(Speaker("a"))
+        with pytest.raises(CapacityError, match="no free channels"):
+            runner.open_stream(Speaker("b"))
+
+
+async def test_overflow_drops_old_audio_and_marks_degraded() -> None:
+    engine = ScriptedEngine(SCRIPT)
+    runner = EngineRunner(engine, max_buffer_seconds=0.5)
+    # Not started: the worker never drains, as if the engine had fallen behind.
+    runner._loop = asyncio.get_running_loop()
+    runner._thread = object()  # type: ignore[assignment]
+    stream = runner.open_stream(Speaker("a"))
+    for _ in range(20):
+        stream.push_audio(np.zeros(1600, dtype=np.float32), 16_000)
+    assert stream.session.inbox.available == 8000
+    assert stream.session.inbox.dropped_samples == 20 * 1600 - 8000
+    assert stream.degraded
+
+
+async def test_every_speaker_gets_served_in_rotating_order() -> None:
+    engine = ScriptedEngine(SCRIPT)
+    async with EngineRunner(engine) as runner:
+        streams = [runner.open_stream(Speaker(n)) for n in "abc"]
+        for _ in range(5):
+            for s in streams:
+                s.push_audio(np.zeros(1600, dtype=np.float32), 16_000)
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*(s.aclose() for s in streams))
+    assert set(engine.samples_seen) == {"a", "b", "c"}
+    assert all(v == 8000 for v in engine.samples_seen.values())
+
+
+async def test_partials_coalesce_when_consumer_is_slow() -> None:
+    engine = ScriptedEngine([(f"w{i}", i * 0.1, i * 0.1 + 0.05) for i in range(50)], delay=100)
+    async with EngineRunner(engine, max_pending_events=4) as runner:
+        stream = runner.open_stream(Speaker("a"))
+        for _ in range(50):
+            stream.push_audio(np.zeros(1600, dtype=np.float32), 16_000)
+            await asyncio.sleep(0.001)
+        await stream.aclose()
+        events = await _collect(stream)
+    assert len(events) <= 4
+    assert events[-1].kind == "final" and len(events[-1].words) == 50
