@@ -12,6 +12,7 @@ Hierarchy::
     │   ├── CapacityError        every slot of the engine is taken ("no free channels")
     │   └── StreamClosedError    audio pushed to a stream after it was closed
     ├── ManifestError            an evaluation manifest line cannot be used (names the line)
+    ├── UnknownFormatError       no transcript format of that name
     ├── ProtocolError            a peer sent something the protocol forbids
     │   ├── MessageTooLargeError over the configured size limit
     │   └── MalformedMessageError not decodable, unknown type, wrong field types
@@ -64,6 +65,10 @@ class StreamClosedError(EngineError):
 
 class ManifestError(CaptionsError):
     """An evaluation manifest cannot be read."""
+
+
+class UnknownFormatError(CaptionsError):
+    """No transcript format is registered under that name."""
 
 
 class ProtocolError(CaptionsError):

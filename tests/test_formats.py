@@ -1,0 +1,114 @@
+import html
+import io
+import json
+
+import pytest
+import srt
+import webvtt
+from hypothesis import given
+from hypothesis import strategies as st
+
+from captions.events import CaptionEvent, Speaker, Word
+from captions.exceptions import UnknownFormatError
+from captions.formats import cues, render, to_json, to_srt, to_txt, to_vtt
+
+ALICE = Speaker("a", "Alice")
+BOB = Speaker("b", "Bob <the builder>")
+
+
+def _event(
+    speaker: Speaker,
+    utterance: int,
+    text: str,
+    start: float,
+    step: float = 0.4,
+    kind: str = "final",
+) -> CaptionEvent:
+    words = tuple(
+        Word(w, start + i * step, start + i * step + step * 0.8, kind == "final")
+        for i, w in enumerate(text.split())
+    )
+    return CaptionEvent(speaker, utterance, 3, kind, words, emitted_at=start + 5)  # type: ignore[arg-type]
+
+
+EVENTS = [
+    _event(BOB, 0, "hello there & welcome", 2.0),
+    _event(ALICE, 0, "good morning everyone", 0.5),
+    _event(ALICE, 1, "this partial is superseded", 9.0, kind="partial"),
+    _event(ALICE, 1, "this one is final", 9.0),
+]
+
+
+def test_vtt_parses_with_voices_in_time_order() -> None:
+    text = to_vtt(EVENTS)
+    parsed = webvtt.from_buffer(io.StringIO(text))
+    assert [c.voice for c in parsed] == ["Alice", "Bob <the builder", "Alice"]
+    assert [html.unescape(c.text) for c in parsed] == [
+        "good morning everyone",
+        "hello there & welcome",
+        "this one is final",
+    ]
+    assert parsed[0].start == "00:00:00.500"
+    assert "&amp;" in text  # the text is escaped for the cue payload
+    assert "superseded" not in text
+
+
+def test_srt_parses_with_speaker_prefix() -> None:
+    parsed = list(srt.parse(to_srt(EVENTS)))
+    assert [s.content for s in parsed] == [
+        "Alice: good morning everyone",
+        "Bob <the builder>: hello there & welcome",
+        "Alice: this one is final",
+    ]
+    assert parsed[2].start.total_seconds() == pytest.approx(9.0)
+
+
+def test_txt_has_times_and_names() -> None:
+    lines = to_txt(EVENTS).splitlines()
+    assert lines[0] == "[00:00:00.500 - 00:00:01.620] Alice: good morning everyone"
+    assert len(lines) == 3
+
+
+def test_json_round_trips_finals() -> None:
+    data = json.loads(to_json(EVENTS))
+    assert [CaptionEvent.from_json(d).text for d in data] == [
+        "good morning everyone",
+        "hello there & welcome",
+        "this one is final",
+    ]
+    assert len(json.loads(to_json(EVENTS, finals_only=False))) == 4
+
+
+def test_long_utterance_splits_into_readable_cues() -> None:
+    text = " ".join(f"word{i}" for i in range(60))
+    result = cues([_event(ALICE, 0, text, 0.0, step=0.3)])
+    assert len(result) > 3
+    assert " ".join(" ".join(c.lines) for c in result) == text
+    for cue in result:
+        assert len(cue.lines) <= 2
+        assert all(len(line) <= 42 for line in cue.lines)
+        assert cue.end - cue.start <= 7.0
+
+
+def test_pause_starts_a_new_cue() -> None:
+    words = (Word("before", 0.0, 0.5, True), Word("after", 4.0, 4.5, True))
+    event = CaptionEvent(ALICE, 0, 1, "final", words, 5.0)
+    assert [c.text for c in cues([event])] == ["before", "after"]
+
+
+def test_render_unknown_format() -> None:
+    assert render("srt", EVENTS) == to_srt(EVENTS)
+    with pytest.raises(UnknownFormatError, match="docx"):
+        render("docx", EVENTS)
+
+
+@given(
+    st.lists(st.text(min_size=1, max_size=30).filter(lambda s: s.strip() == s and s), max_size=30)
+)
+def test_every_word_lands_in_a_cue(texts: list[str]) -> None:
+    words = tuple(Word(t, i * 0.5, i * 0.5 + 0.4, True) for i, t in enumerate(texts))
+    event = CaptionEvent(ALICE, 0, 1, "final", words, 0.0)
+    joined = " ".join(c.text.replace("\n", " ") for c in cues([event]))
+    assert joined.split() == " ".join(texts).split()
+    to_vtt([event])
+    list(srt.parse(to_srt([event])) if texts else [])
