@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from captions.exceptions import (
+    AuthError,
+    ForbiddenError,
+    TokenExpiredError,
+    TokenInvalidError,
+    TokenMissingError,
+    WrongRoomError,
+)
+from sfu.settings import Settings, load_or_create_secret
+from sfu.tokens import Grants, mint_token, require_host, verify_token
+
+SECRET = "s" * 48
+
+
+def test_round_trip_keeps_every_grant() -> None:
+    grants = Grants(
+        room="standup",
+        identity="cap-1",
+        name="Captions",
+        role="participant",
+        can_publish=False,
+        can_subscribe=True,
+        hidden=True,
+        captioner=True,
+    )
+    assert verify_token(SECRET, mint_token(SECRET, grants), room="standup") == grants
+
+
+def test_role_defaults() -> None:
+    guest = Grants.for_role("lobby", "Gus", "guest")
+    assert not guest.can_publish and guest.can_subscribe and not guest.is_host
+    host = Grants.for_role("lobby", "Hana Ito", "host")
+    assert host.is_host and host.can_publish and host.identity.startswith("hana-ito-")
+    assert Grants.for_role("lobby", "Hana Ito", "host").identity != host.identity
+
+
+@pytest.mark.parametrize(
+    ("token", "error", "code"),
+    [
+        (None, TokenMissingError, "token_missing"),
+        ("", TokenMissingError, "token_missing"),
+        ("not-a-jwt", TokenInvalidError, "token_invalid"),
+        ("x" * 5000, TokenInvalidError, "token_invalid"),
+    ],
+)
+def test_missing_or_garbage(token: str | None, error: type[AuthError], code: str) -> None:
+    with pytest.raises(error) as info:
+        verify_token(SECRET, token)
+    assert info.value.code == code
+
+
+def test_bad_signature() -> None:
+    token = mint_token("another-secret-" * 4, Grants.for_role("lobby", "Eve", "host"))
+    with pytest.raises(TokenInvalidError) as info:
+        verify_token(SECRET, token)
+    assert info.value.code == "token_invalid"
+
+
+def test_unsigned_token_is_refused() -> None:
+    claims = {"iss": "sovereign-captions", "sub": "eve", "iat": 0, "exp": time.time() + 60,
+              "grants": {"room": "lobby", "identity": "eve", "role": "host"}}
+    token = jwt.encode(claims, None, algorithm="none")
+    with pytest.raises(TokenInvalidError):
+        verify_token(SECRET, token)
+
+
+def test_expired() -> None:
+    token = mint_token(SECRET, Grants.for_role("lobby", "Al", "host"), ttl=1)
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    claims["exp"] = int(time.time()) - 10
+    expired = jwt.encode(claims, SECRET, algorithm="HS256")
+    with pytest.raises(TokenExpiredError) as info:
+        verify_token(SECRET, expired)
+    assert info.value.code == "token_expired"
+
+
+def test_wrong_room() -> None:
+    token = mint_token(SECRET, Grants.for_role("lobby", "Al", "host"))
+    with pytest.raises(WrongRoomError) as info:
+        verify_token(SECRET, token, room="boardroom")
+    assert info.value.code == "wrong_room"
+    assert verify_token(SECRET, token, room="lobby").room == "lobby"
+
+
+def test_forged_grants_types_are_refused() -> None:
+    claims = {"iss": "sovereign-captions", "sub": "eve", "iat": 0, "exp": time.time() + 60,
+              "grants": {"room": "lobby", "identity": "eve", "role": "host", "hidden": "yes"}}
+    with pytest.raises(TokenInvalidError):
+        verify_token(SECRET, jwt.encode(claims, SECRET, algorithm="HS256"))
+    claims["grants"] = {"room": "lobby", "identity": "mallory", "role": "host"}
+    with pytest.raises(TokenInvalidError):
+        verify_token(SECRET, jwt.encode(claims, SECRET, algorithm="HS256"))
+
+
+def test_host_only() -> None:
+    require_host(Grants.for_role("lobby", "H", "host"), "toggle captions")
+    for role in ("participant", "guest"):
+        with pytest.raises(ForbiddenError) as info:
+            require_host(Grants.for_role("lobby", "P", role), "toggle captions")  # type: ignore[arg-type]
+        assert info.value.code == "forbidden"
+
+
+@pytest.mark.parametrize("room", ["", "a/b", "x" * 65, "../etc"])
+def test_bad_room_names(room: str) -> None:
+    with pytest.raises(TokenInvalidError):
+        Grants.for_role(room, "A", "host")
+
+
+def test_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
+    first = Settings.from_env({}, data_dir=tmp_path / "d").secret
+    assert len(first) >= 32
+    assert load_or_create_secret(tmp_path / "d") == first
+    assert (tmp_path / "d" / "secret").stat().st_mode & 0o077 == 0
+    assert Settings.from_env({"CAPTIONS_SECRET": "e" * 40}, data_dir=tmp_path).secret == "e" * 40
+
+
+def test_env_and_overrides(tmp_path: Path) -> None:
+    env = {"CAPTIONS_DATA_DIR": str(tmp_path), "CAPTIONS_PORT": "9000"}
+    settings = Settings.from_env(env, host="0.0.0.0")
+    assert settings.data_dir == tmp_path and settings.port == 9000
+    assert settings.base_url == "http://127.0.0.1:9000"
+    assert Settings.from_env(env, tls_self_signed=True).base_url.startswith("https://")
