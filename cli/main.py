@@ -18,6 +18,7 @@ from captions.exceptions import CaptionsError
 COMMANDS = [
     "cli.transcribe",
     "cli.models",
+    "cli.token",
 ]
 
 

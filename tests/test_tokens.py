@@ -65,8 +65,13 @@ def test_bad_signature() -> None:
 
 
 def test_unsigned_token_is_refused() -> None:
-    claims = {"iss": "sovereign-captions", "sub": "eve", "iat": 0, "exp": time.time() + 60,
-              "grants": {"room": "lobby", "identity": "eve", "role": "host"}}
+    claims = {
+        "iss": "sovereign-captions",
+        "sub": "eve",
+        "iat": 0,
+        "exp": time.time() + 60,
+        "grants": {"room": "lobby", "identity": "eve", "role": "host"},
+    }
     token = jwt.encode(claims, None, algorithm="none")
     with pytest.raises(TokenInvalidError):
         verify_token(SECRET, token)
@@ -91,8 +96,13 @@ def test_wrong_room() -> None:
 
 
 def test_forged_grants_types_are_refused() -> None:
-    claims = {"iss": "sovereign-captions", "sub": "eve", "iat": 0, "exp": time.time() + 60,
-              "grants": {"room": "lobby", "identity": "eve", "role": "host", "hidden": "yes"}}
+    claims = {
+        "iss": "sovereign-captions",
+        "sub": "eve",
+        "iat": 0,
+        "exp": time.time() + 60,
+        "grants": {"room": "lobby", "identity": "eve", "role": "host", "hidden": "yes"},
+    }
     with pytest.raises(TokenInvalidError):
         verify_token(SECRET, jwt.encode(claims, SECRET, algorithm="HS256"))
     claims["grants"] = {"room": "lobby", "identity": "mallory", "role": "host"}
@@ -128,3 +138,37 @@ def test_env_and_overrides(tmp_path: Path) -> None:
     assert settings.data_dir == tmp_path and settings.port == 9000
     assert settings.base_url == "http://127.0.0.1:9000"
     assert Settings.from_env(env, tls_self_signed=True).base_url.startswith("https://")
+
+
+def test_token_cli_prints_join_link_last(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from cli.token import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "token",
+            "--room",
+            "lobby",
+            "--name",
+            "Alice",
+            "--role",
+            "host",
+            "--data-dir",
+            str(tmp_path),
+            "--base-url",
+            "https://meet.example:8443/",
+            "--ttl",
+            "60",
+        ]
+    )
+    assert args.func(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    prefix = "https://meet.example:8443/room/lobby#token="
+    assert last.startswith(prefix)
+    grants = verify_token(load_or_create_secret(tmp_path), last[len(prefix) :], room="lobby")
+    assert grants.is_host and grants.name == "Alice"
