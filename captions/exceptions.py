@@ -11,11 +11,14 @@ Hierarchy::
     │   ├── ModelNotFoundError   weights missing; the message says how to provision them
     │   ├── CapacityError        every slot of the engine is taken ("no free channels")
     │   └── StreamClosedError    audio pushed to a stream after it was closed
+    ├── ConfigError              unusable settings (secret file, TLS options)
     ├── ManifestError            an evaluation manifest line cannot be used (names the line)
     ├── UnknownFormatError       no transcript format of that name
     ├── ProtocolError            a peer sent something the protocol forbids
     │   ├── MessageTooLargeError over the configured size limit
-    │   └── MalformedMessageError not decodable, unknown type, wrong field types
+    │   ├── MalformedMessageError not decodable, wrong field types
+    │   │   └── UnknownMessageTypeError  a ``type`` the protocol does not define
+    │   └── InvalidSdpError      a WebRTC session description that cannot be applied
     └── AuthError                room tokens; each has a stable ``code`` for clients
         ├── TokenMissingError    code "token_missing"
         ├── TokenInvalidError    code "token_invalid" (bad signature, malformed)
@@ -63,6 +66,10 @@ class StreamClosedError(EngineError):
     """The stream was already closed."""
 
 
+class ConfigError(CaptionsError):
+    """The configuration cannot be used."""
+
+
 class ManifestError(CaptionsError):
     """An evaluation manifest cannot be read."""
 
@@ -81,6 +88,14 @@ class MessageTooLargeError(ProtocolError):
 
 class MalformedMessageError(ProtocolError):
     """A message could not be decoded or has the wrong shape."""
+
+
+class UnknownMessageTypeError(MalformedMessageError):
+    """The message's ``type`` is not part of the protocol."""
+
+
+class InvalidSdpError(ProtocolError):
+    """A session description could not be parsed or applied."""
 
 
 class AuthError(CaptionsError):

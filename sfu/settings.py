@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from captions.exceptions import CaptionsError
+from captions.exceptions import ConfigError
 
 ENV_DATA_DIR = "CAPTIONS_DATA_DIR"
 ENV_SECRET = "CAPTIONS_SECRET"
@@ -28,8 +28,8 @@ DEFAULT_ROOM = "lobby"
 MIN_SECRET_CHARS = 32
 
 
-class SettingsError(CaptionsError):
-    """The configuration cannot be used (unreadable secret, bad TLS options)."""
+SettingsError = ConfigError
+"""Alias kept for readers of this module: unusable settings."""
 
 
 @dataclass(frozen=True)
