@@ -1,0 +1,269 @@
+"""Per-room fan-out of caption events to every ``/captions`` client.
+
+The sidecar hands each room's events to :class:`CaptionHub`, which stores finals in
+the :class:`~captions.store.TranscriptStore` and puts every message into each client's
+own :class:`ClientQueue`; a slow client therefore never delays the others.
+
+:class:`ClientQueue` is sans-I/O. Its policy when a client does not keep up:
+
+- a caption *partial* replaces the pending partial of the same ``(speaker, utterance)``
+  (in place, so order is kept), and is dropped once that utterance's final is queued;
+- a ``room_state`` replaces the pending one;
+- every other message (finals, backlog, notices) is kept; when more than
+  ``max_finals`` of them are pending the queue is *overflowed*: the client is closed
+  (code 4008, ``too_slow``) and can reconnect to get the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from captions.events import CaptionEvent
+from captions.store import TranscriptStore
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+
+@dataclass(eq=False)
+class _Slot:
+    message: Message | None
+    key: Hashable | None = None
+
+
+class ClientQueue:
+    """One client's bounded outbox (see the module docstring for the overflow policy)."""
+
+    def __init__(self, *, max_finals: int = 256) -> None:
+        self.max_finals = max(1, max_finals)
+        self._slots: deque[_Slot] = deque()
+        self._by_key: dict[Hashable, _Slot] = {}
+        self._kept = 0
+        self.overflowed = False
+        self.coalesced = 0
+
+    def __len__(self) -> int:
+        return self._kept + len(self._by_key)
+
+    def put(self, message: Message) -> None:
+        if self.overflowed:
+            return
+        key = _coalescing_key(message)
+        if key is not None:
+            slot = self._by_key.get(key)
+            if slot is not None:
+                slot.message = message
+                self.coalesced += 1
+                return
+            slot = _Slot(message, key)
+            self._by_key[key] = slot
+            self._slots.append(slot)
+            return
+        if message.get("type") == "caption":  # a final supersedes its pending partial
+            stale = self._by_key.pop(_utterance_key(message), None)
+            if stale is not None:
+                stale.message = None
+                self.coalesced += 1
+        if self._kept >= self.max_finals:
+            self.overflowed = True
+            return
+        self._slots.append(_Slot(message))
+        self._kept += 1
+
+    def take(self) -> Message | None:
+        """The next message to send, or None when empty."""
+        while self._slots:
+            slot = self._slots.popleft()
+            if slot.message is None:
+                continue
+            if slot.key is not None:
+                del self._by_key[slot.key]
+            else:
+                self._kept -= 1
+            return slot.message
+        return None
+
+
+def _utterance_key(message: Message) -> Hashable:
+    return ("caption", message.get("speaker"), message.get("utterance"))
+
+
+def _coalescing_key(message: Message) -> Hashable | None:
+    kind = message.get("type")
+    if kind == "caption" and message.get("kind") == "partial":
+        return _utterance_key(message)
+    if kind == "room_state":
+        return ("room_state",)
+    return None
+
+
+class Subscription:
+    """A client's queue plus the wake-up its sender task waits on."""
+
+    def __init__(self, room: str, *, max_finals: int) -> None:
+        self.room = room
+        self.queue = ClientQueue(max_finals=max_finals)
+        self._ready = asyncio.Event()
+        self.on_overflow: Callable[[], None] = lambda: None
+
+    def put(self, message: Message) -> None:
+        was = self.queue.overflowed
+        self.queue.put(message)
+        self._ready.set()
+        if self.queue.overflowed and not was:
+            self.on_overflow()
+
+    async def next(self) -> Message | None:
+        """Waits for the next message; None once the queue overflowed."""
+        while True:
+            if self.queue.overflowed:
+                return None
+            message = self.queue.take()
+            if message is not None:
+                return message
+            self._ready.clear()
+            await self._ready.wait()
+
+
+@dataclass
+class RoomState:
+    room: str
+    captions: str = "on"
+    language: str | None = None
+    changed_by: dict[str, str] | None = None
+    captioners: int = 0
+    degraded: bool = False
+    participants: int = 0
+
+    def to_json(self) -> Message:
+        return {
+            "type": "room_state",
+            "room": self.room,
+            "captions": self.captions,
+            "language": self.language,
+            "changed_by": self.changed_by,
+            "captioner": "connected" if self.captioners > 0 else "absent",
+            "degraded": self.degraded,
+        }
+
+
+@dataclass
+class _Room:
+    state: RoomState
+    subscribers: set[Subscription] = field(default_factory=set)
+
+
+class CaptionHub:
+    """Rooms, their subscribers and state; the single place caption events go through."""
+
+    def __init__(
+        self, store: TranscriptStore, *, backlog: int = 50, max_pending_finals: int = 256
+    ) -> None:
+        self.store = store
+        self.backlog = backlog
+        self.max_pending_finals = max_pending_finals
+        self._rooms: dict[str, _Room] = {}
+
+    def _room(self, room: str) -> _Room:
+        entry = self._rooms.get(room)
+        if entry is None:
+            entry = self._rooms[room] = _Room(RoomState(room))
+        return entry
+
+    def state(self, room: str) -> RoomState:
+        return self._room(room).state
+
+    def subscribers(self, room: str) -> int:
+        entry = self._rooms.get(room)
+        return len(entry.subscribers) if entry else 0
+
+    # -- clients --------------------------------------------------------------------
+
+    def subscribe(self, room: str, hello: Message) -> Subscription:
+        """Registers a client; its queue starts with hello, the backlog and the room state."""
+        sub = Subscription(room, max_finals=self.max_pending_finals)
+        sub.put(hello)
+        recent = self.store.recent(room, self.backlog)
+        sub.put({"type": "backlog", "captions": [e.to_json() for e in recent]})
+        sub.put(self.state(room).to_json())
+        self._room(room).subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        entry = self._rooms.get(sub.room)
+        if entry is not None:
+            entry.subscribers.discard(sub)
+            self._forget_if_idle(sub.room)
+
+    def _broadcast(self, room: str, message: Message) -> None:
+        for sub in list(self._room(room).subscribers):
+            sub.put(message)
+
+    # -- captioner side -------------------------------------------------------------
+
+    def publish(
+        self, room: str, event: CaptionEvent, *, stream: str, stream_started_at: float
+    ) -> None:
+        """Stores a final (idempotently) and fans the event out to the room."""
+        if event.kind == "final":
+            stored = self.store.append(
+                room, event, stream=stream, stream_started_at=stream_started_at
+            )
+            if not stored:
+                return  # a resend after a reconnect: clients already have it
+        self._broadcast(room, event.to_json())
+
+    def update_status(self, room: str, status: Message) -> None:
+        """Applies a sidecar status (captions, language, changed_by, degraded, participants)."""
+        state = self.state(room)
+        before = state.to_json()
+        if status.get("captions") in ("on", "off"):
+            state.captions = status["captions"]
+        if "language" in status:
+            language = status["language"]
+            state.language = language if isinstance(language, str) else None
+        changed_by = status.get("changed_by")
+        if isinstance(changed_by, dict):
+            state.changed_by = {
+                "identity": str(changed_by.get("identity", "")),
+                "name": str(changed_by.get("name", "")),
+            }
+        if isinstance(status.get("degraded"), bool):
+            state.degraded = status["degraded"]
+        participants = status.get("participants")
+        if isinstance(participants, int) and not isinstance(participants, bool):
+            state.participants = participants
+            self.store.touch(room, active=participants > 0)
+        if state.to_json() != before:
+            self._broadcast(room, state.to_json())
+
+    def captioner_attached(self, room: str) -> None:
+        state = self.state(room)
+        state.captioners += 1
+        if state.captioners == 1:
+            self._broadcast(room, state.to_json())
+
+    def captioner_detached(self, room: str) -> None:
+        state = self.state(room)
+        state.captioners = max(0, state.captioners - 1)
+        if state.captioners == 0:
+            state.degraded = False
+            self.store.touch(room, active=False)
+            self._broadcast(room, state.to_json())
+            self._forget_if_idle(room)
+
+    def delete_transcript(self, room: str, by: dict[str, str]) -> int:
+        removed = self.store.delete(room)
+        self._broadcast(room, {"type": "transcript_deleted", "room": room, "by": by})
+        return removed
+
+    def _forget_if_idle(self, room: str) -> None:
+        entry = self._rooms.get(room)
+        if entry is not None and not entry.subscribers and entry.state.captioners == 0:
+            del self._rooms[room]

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from captions.caption_hub import CaptionHub, ClientQueue
+from captions.events import CaptionEvent, Speaker, Word
+from captions.store import TranscriptStore
+
+ALICE = Speaker("alice-1", "Alice")
+
+
+def caption(utterance: int, revision: int, kind: str, speaker: str = "a") -> dict[str, object]:
+    return {
+        "type": "caption",
+        "speaker": speaker,
+        "utterance": utterance,
+        "revision": revision,
+        "kind": kind,
+    }
+
+
+def drain(q: ClientQueue) -> list[dict[str, object]]:
+    out = []
+    while (m := q.take()) is not None:
+        out.append(m)
+    return out
+
+
+def test_partials_coalesce_in_place_and_finals_supersede_them() -> None:
+    q = ClientQueue(max_finals=10)
+    q.put(caption(0, 1, "partial"))
+    q.put(caption(0, 1, "partial", speaker="b"))
+    q.put(caption(0, 2, "partial"))
+    q.put(caption(0, 3, "partial"))
+    assert [(m["speaker"], m["revision"]) for m in drain(q)] == [("a", 3), ("b", 1)]
+    q.put(caption(1, 1, "partial"))
+    q.put(caption(1, 2, "final"))
+    q.put(caption(2, 1, "partial"))
+    assert [(m["utterance"], m["kind"]) for m in drain(q)] == [(1, "final"), (2, "partial")]
+    assert len(q) == 0
+
+
+def test_overflow_of_finals_marks_the_queue() -> None:
+    q = ClientQueue(max_finals=3)
+    for i in range(3):
+        q.put(caption(i, 1, "final"))
+    for i in range(50):
+        q.put(caption(99, i, "partial"))
+    assert not q.overflowed
+    q.put(caption(3, 1, "final"))
+    assert q.overflowed
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("ab"), st.integers(0, 3), st.booleans()), max_size=60
+    )
+)
+def test_queue_never_loses_a_final_nor_reorders_finals(
+    ops: list[tuple[str, int, bool]],
+) -> None:
+    q = ClientQueue(max_finals=1000)
+    sent = []
+    for i, (speaker, utterance, is_final) in enumerate(ops):
+        m = caption(utterance, i, "final" if is_final else "partial", speaker)
+        sent.append(m)
+        q.put(m)
+    out = drain(q)
+    assert [m for m in out if m["kind"] == "final"] == [m for m in sent if m["kind"] == "final"]
+    assert len(out) <= len(sent)
+    # Every delivered partial is the newest of its utterance sent before the next final.
+    for m in out:
+        if m["kind"] == "partial":
+            key = (m["speaker"], m["utterance"])
+            later = [s for s in sent if (s["speaker"], s["utterance"]) == key]
+            assert m is later[-1] or later[later.index(m) + 1]["kind"] == "final"
+
+
+def event(utterance: int, kind: str, text: str) -> CaptionEvent:
+    words = tuple(Word(t, i, i + 0.5, kind == "final") for i, t in enumerate(text.split()))
+    return CaptionEvent(ALICE, utterance, 1, kind, words, 1.0)
+
+
+async def test_hub_backlog_state_and_fanout(tmp_path: Path) -> None:
+    hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"), backlog=2)
+    for i, text in enumerate(["one", "two", "three"]):
+        hub.publish("r", event(i, "final", text), stream="s", stream_started_at=0.0)
+    hub.captioner_attached("r")
+    late = hub.subscribe("r", {"type": "hello"})
+    other_room = hub.subscribe("x", {"type": "hello"})
+    assert (await late.next())["type"] == "hello"
+    backlog = await late.next()
+    assert [c["text"] for c in backlog["captions"]] == ["two", "three"]
+    state = await late.next()
+    assert state["type"] == "room_state" and state["captioner"] == "connected"
+
+    hub.update_status("r", {"captions": "off", "changed_by": {"identity": "h", "name": "H"}})
+    hub.publish("r", event(3, "partial", "four"), stream="s", stream_started_at=0.0)
+    # A resent final is stored once and not broadcast again.
+    hub.publish("r", event(2, "final", "three"), stream="s", stream_started_at=0.0)
+    state = await late.next()
+    assert state["captions"] == "off" and state["changed_by"]["name"] == "H"
+    assert (await late.next())["text"] == "four"
+    assert len(late.queue) == 0
+    assert hub.store.count("r") == 3
+    for _ in range(3):
+        await other_room.next()
+    assert len(other_room.queue) == 0
+    hub.unsubscribe(late)
+    assert hub.subscribers("r") == 0
