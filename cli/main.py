@@ -19,6 +19,8 @@ COMMANDS = [
     "cli.transcribe",
     "cli.models",
     "cli.token",
+    "cli.eval",
+    "cli.bench",
 ]
 
 

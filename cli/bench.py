@@ -1,0 +1,148 @@
+"""``captions bench``: N concurrent live speakers through one engine, in real time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from captions.engines import create_engine
+from cli.common import add_engine_arguments, engine_options
+from cli.eval import load_items
+from evaluation.manifest import DEFAULT_MANIFEST
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="concurrent speakers through one engine at real-time pace: latency, RTF, CPU",
+        description=(
+            "Streams real speech for N speakers at once through one engine on the wall clock "
+            f"and reports per-stream latencies, RTF and CPU. Default manifest: {DEFAULT_MANIFEST}"
+        ),
+    )
+    parser.add_argument("manifests", nargs="*", type=Path, metavar="MANIFEST")
+    parser.add_argument("--speakers", type=_count, default=1, metavar="N")
+    parser.add_argument(
+        "--find-max",
+        action="store_true",
+        help="search the largest N (up to --max-speakers) keeping final_p95 under --target",
+    )
+    parser.add_argument("--max-speakers", type=_count, default=16, metavar="N")
+    parser.add_argument(
+        "--target", type=float, default=3.0, help="final_p95 bound in seconds (default: 3)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        default=30.0,
+        help="audio each speaker streams per run; a run lasts about this plus one item "
+        "(default: 30)",
+    )
+    parser.add_argument("--tail-seconds", type=float, default=2.0)
+    parser.add_argument("--align-model", metavar="PATH")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the results as JSON")
+    add_engine_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from evaluation.bench import Bench, BenchResult, find_max
+    from evaluation.evaluate import WordTimes
+
+    console = Console()
+    items = load_items(args.manifests, None)
+    options = engine_options(args)
+    engine = create_engine(args.engine, options)
+    try:
+        bench = Bench(
+            engine,
+            items,
+            word_times=WordTimes(args.align_model),
+            language=options.language,
+            seconds=args.seconds,
+            tail_seconds=args.tail_seconds,
+        )
+
+        def probe(n: int) -> BenchResult:
+            with console.status(f"{n} speaker(s), about {args.seconds:.0f} s of speech each"):
+                result = bench.run(n)
+            console.print(run_table(args.engine, result))
+            return result
+
+        output: dict[str, Any]
+        if args.find_max:
+            best, results = find_max(probe, max_final_p95=args.target, limit=args.max_speakers)
+            console.print(
+                f"[bold]max concurrent speakers with final_p95 < {args.target:g} s: {best}[/]"
+            )
+            output = {
+                "engine": args.engine,
+                "max_speakers": best,
+                "target_final_p95": args.target,
+                "runs": [results[n].to_json() for n in sorted(results)],
+            }
+        else:
+            output = {"engine": args.engine, **probe(args.speakers).to_json()}
+    finally:
+        engine.close()
+    if args.json:
+        args.json.write_text(json.dumps(output, indent=2) + "\n")
+    return 0
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def run_table(engine: str, result: Any) -> Table:
+    data = result.to_json()
+    latency = data["latency"]
+    cores = data["cpu_cores"]
+    caption = (
+        f"RTF {_s(data['rtf'])} (engine busy / audio), CPU {_s(cores)} of "
+        f"{data['cpu_count']} cores, wall {data['wall_seconds']:.0f} s; all streams: "
+        f"final p50 {_s(latency['final_p50'])} s, p95 {_s(latency['final_p95'])} s"
+    )
+    if data["error"]:
+        caption += f"\n[red]{data['error']}[/]"
+    table = Table(title=f"captions bench: {engine}, {data['speakers']} speaker(s)", caption=caption)
+    for name in ("stream", "items", "audio s", "first p50", "final p50", "final p95", "eou p50"):
+        table.add_column(name, justify="left" if name == "stream" else "right")
+    table.add_column("dropped s", justify="right")
+    for s in data["streams"]:
+        table.add_row(
+            s["speaker"] + (" [yellow](degraded)[/]" if s["degraded"] else ""),
+            str(s["items"]),
+            f"{s['audio_seconds']:.1f}",
+            _s(s["first_partial_p50"]),
+            _s(s["final_p50"]),
+            _s(s["final_p95"]),
+            _s(s["eou_p50"]),
+            f"{s['dropped_seconds']:.1f}",
+        )
+    return table

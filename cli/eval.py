@@ -1,0 +1,161 @@
+"""``captions eval``: streaming WER and latency of an engine on evaluation manifests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from captions.engines import create_engine
+from captions.exceptions import ManifestError
+from cli.common import add_engine_arguments, engine_options
+from evaluation.manifest import DEFAULT_MANIFEST, ManifestItem, check_audio_files, read_manifest
+
+# Runs with more items than this get a progress bar.
+_PROGRESS_FROM = 3
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="streaming WER and latency on speech manifests (computation-aware simulation)",
+        description=(
+            "Streams every item of the manifests through the engine on a virtual clock that "
+            "charges real compute time, and reports corpus WER (normalised), the same model's "
+            f"offline WER, and latencies. Default manifest: {DEFAULT_MANIFEST}"
+        ),
+    )
+    parser.add_argument("manifests", nargs="*", type=Path, metavar="MANIFEST")
+    add_engine_arguments(parser)
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the results as JSON")
+    parser.add_argument("--plot", type=Path, metavar="OUT.png", help="PNG of latency histograms")
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="first N items only")
+    parser.add_argument(
+        "--tail-seconds",
+        type=float,
+        default=2.0,
+        help="silence streamed after each item before the stream closes (default: 2)",
+    )
+    parser.add_argument(
+        "--align-model",
+        metavar="PATH",
+        help="CTranslate2 Whisper model for word timings of items without 'words' "
+        "(default: the bundled tiny.en)",
+    )
+    parser.add_argument(
+        "--no-offline", action="store_true", help="skip the offline WER of whole items"
+    )
+    parser.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def load_items(manifests: list[Path], limit: int | None) -> list[ManifestItem]:
+    """Every item of ``manifests`` (the default set when none), audio files checked."""
+    if not manifests:
+        if not DEFAULT_MANIFEST.exists():
+            raise ManifestError(
+                f"no manifest given and the default set {DEFAULT_MANIFEST} is absent"
+            )
+        manifests = [DEFAULT_MANIFEST]
+    items: list[ManifestItem] = []
+    for path in manifests:
+        batch = read_manifest(path)
+        check_audio_files(batch, source=path)
+        items.extend(batch)
+    if not items:
+        raise ManifestError(f"no items in {', '.join(map(str, manifests))}")
+    return items[:limit] if limit else items
+
+
+def run(args: argparse.Namespace) -> int:
+    from evaluation.evaluate import WordTimes, evaluate
+    from evaluation.metrics import summarize
+
+    console = Console(stderr=True)
+    items = load_items(args.manifests, args.limit)
+    options = engine_options(args)
+    engine = create_engine(args.engine, options)
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=len(items) <= _PROGRESS_FROM,
+        ) as progress:
+            task = progress.add_task(f"eval {args.engine}", total=len(items))
+            scores = evaluate(
+                items,
+                engine,
+                engine_name=args.engine,
+                options=options,
+                tail_seconds=args.tail_seconds,
+                word_times=WordTimes(args.align_model),
+                offline=not args.no_offline,
+                on_item=lambda _score: progress.advance(task),
+            )
+    finally:
+        engine.close()
+    summary = summarize(args.engine, scores)
+    Console().print(summary_table(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.plot:
+        from evaluation.plot import plot_latencies
+
+        plot_latencies(scores, args.plot, title=f"{args.engine}: {len(scores)} items")
+    return 0
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit == "%":
+        return f"{100 * value:.1f} %"
+    return f"{value:.3f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    latency = summary["latency"]
+    sources = summary["word_times"]
+    table = Table(title=f"captions eval: {summary['engine']}", show_header=False)
+    table.add_column("measure", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        ("items", _fmt(summary["items"])),
+        ("audio", _fmt(summary["audio_seconds"], " s")),
+        ("streaming WER", _fmt(summary["wer"], "%")),
+        ("offline WER (same model)", _fmt(summary["offline_wer"], "%")),
+        ("RTF (compute / audio)", _fmt(summary["rtf"])),
+        ("audio dropped", _fmt(summary["dropped_seconds"], " s")),
+        ("first_partial p50", _fmt(latency["first_partial_p50"], " s")),
+        ("final p50", _fmt(latency["final_p50"], " s")),
+        ("final p95", _fmt(latency["final_p95"], " s")),
+        ("eou p50", _fmt(latency["eou_p50"], " s")),
+        ("eou p95", _fmt(latency["eou_p95"], " s")),
+        ("timed words", _fmt(latency["timed_words"])),
+        (
+            "word end times from",
+            f"manifest words: {sources['manifest']} items, "
+            f"faster-whisper alignment: {sources['aligned']} items",
+        ),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table

