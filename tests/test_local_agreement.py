@@ -1,0 +1,76 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from captions.engines.local_agreement import LocalAgreement
+from captions.events import Word
+
+
+def hyp(text: str, start: float = 0.0, step: float = 0.5) -> list[Word]:
+    return [Word(w, start + i * step, start + i * step + 0.4) for i, w in enumerate(text.split())]
+
+
+def texts(words: list[Word]) -> list[str]:
+    return [w.text for w in words]
+
+
+def test_commits_prefix_agreed_by_two_consecutive_hypotheses() -> None:
+    la = LocalAgreement()
+    assert la.insert(hyp("the quick")) == []
+    assert texts(la.tail) == ["the", "quick"]
+    assert texts(la.insert(hyp("the quick brown"))) == ["the", "quick"]
+    assert texts(la.tail) == ["brown"]
+    # A disagreement stops the commit at the first differing word.
+    assert texts(la.insert(hyp("the quick crown fox"))) == []
+    assert texts(la.insert(hyp("the quick crown fox jumps"))) == ["crown", "fox"]
+    assert texts(la.committed) == ["the", "quick", "crown", "fox"]
+
+
+def test_agreement_ignores_case_and_punctuation_and_keeps_newest_spelling() -> None:
+    la = LocalAgreement()
+    la.insert(hyp("hello world"))
+    assert texts(la.insert(hyp("Hello, world. Next"))) == ["Hello,", "world."]
+
+
+def test_repeated_committed_words_at_window_start_are_dropped() -> None:
+    la = LocalAgreement()
+    la.insert(hyp("a b c"))
+    la.insert(hyp("a b c d"))  # commits a b c (ends at 1.4)
+    # After trimming, the recogniser re-hears "c" slightly after the commit end.
+    repeat = [Word("c", 1.35, 1.45), Word("d", 1.5, 1.9), Word("e", 2.0, 2.4)]
+    assert texts(la.insert(repeat)) == ["d"]
+    assert texts(la.tail) == ["e"]
+
+
+def test_finish_commits_the_rest_and_prompt_carries_context() -> None:
+    la = LocalAgreement()
+    la.insert(hyp("one two"))
+    la.insert(hyp("one two three"))
+    assert la.prompt == "one two"
+    assert texts(la.finish(hyp("one two three four"))) == ["three", "four"]
+    la.reset()
+    assert la.committed == [] and la.tail == []
+    assert la.prompt == "one two three four"
+    la.reset(keep_prompt=False)
+    assert la.prompt == ""
+
+
+def test_trim_moves_committed_words_into_prompt() -> None:
+    la = LocalAgreement(max_prompt_words=3)
+    la.insert(hyp("a b c d"))
+    la.insert(hyp("a b c d e"))
+    la.trim(1.0)  # a (0-0.4) and b (0.5-0.9) leave the window
+    assert texts(la.committed) == ["c", "d"]
+    assert la.previous_text == ["a", "b"]
+    assert la.prompt == "b c d"
+
+
+@given(st.lists(st.lists(st.sampled_from("abcd"), max_size=8), min_size=1, max_size=12))
+def test_committed_words_only_ever_grow(hypotheses: list[list[str]]) -> None:
+    la = LocalAgreement()
+    seen: list[str] = []
+    for h in hypotheses:
+        commit = la.insert(hyp(" ".join(h)))
+        seen.extend(texts(commit))
+        assert texts(la.committed) == seen
+    seen.extend(texts(la.finish()))
+    assert texts(la.committed) == seen
