@@ -9,6 +9,7 @@ Hierarchy::
     ├── EngineError
     │   ├── UnknownEngineError   no engine of that name
     │   ├── ModelNotFoundError   weights missing; the message says how to provision them
+    │   ├── UnsupportedLanguageError  the model cannot transcribe the requested language
     │   ├── CapacityError        every slot of the engine is taken ("no free channels")
     │   └── StreamClosedError    audio pushed to a stream after it was closed
     ├── ConfigError              unusable settings (secret file, TLS options)
@@ -56,6 +57,10 @@ class UnknownEngineError(EngineError):
 
 class ModelNotFoundError(EngineError):
     """Model weights are not on this machine."""
+
+
+class UnsupportedLanguageError(EngineError):
+    """The model does not support the requested language (e.g. an English-only model)."""
 
 
 class CapacityError(EngineError):
