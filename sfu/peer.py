@@ -1,0 +1,241 @@
+"""One participant as the SFU sees it: its signalling outbox and two peer connections.
+
+The *publisher* connection receives the participant's microphone and camera (the client
+offers, the SFU answers); the *subscriber* connection sends everyone else's tracks (the
+SFU offers, the client answers). Each has one offerer, so renegotiations never collide.
+Subscriber renegotiation is serialised: while an offer awaits its answer, further changes
+are merged into the next offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.sdp import candidate_from_sdp
+
+from captions.exceptions import InvalidSdpError
+from sfu.forwarding import EncodedTrack, Publication, receive_encoded, relay_keyframe_requests
+from sfu.signalling import KINDS, Candidate
+from sfu.tokens import Grants
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_MESSAGES = 256
+"""Signalling messages queued for one client; a client that lets it fill is closed."""
+
+
+@dataclass
+class Subscription:
+    publisher: Peer
+    kind: str
+    transceiver: RTCRtpTransceiver
+    track: EncodedTrack
+    active: bool = True
+
+
+class Peer:
+    def __init__(
+        self,
+        grants: Grants,
+        *,
+        send: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        self.grants = grants
+        self._send = send
+        self.publisher_pc: RTCPeerConnection | None = None
+        self.subscriber_pc: RTCPeerConnection | None = None
+        self.publications: dict[str, Publication] = {}
+        self.subscriptions: list[Subscription] = []
+        self.muted: dict[str, bool] = {kind: False for kind in KINDS}
+        self._offer_pending = False
+        self._renegotiate_again = False
+        self._negotiation_lock = asyncio.Lock()
+        self.closed = False
+        self.disconnect: Callable[[int, str], Awaitable[None]] | None = None
+        """Closes this peer's signalling socket (set by the server)."""
+
+    @property
+    def identity(self) -> str:
+        return self.grants.identity
+
+    @property
+    def name(self) -> str:
+        return self.grants.display_name
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.closed:
+            self._send(message)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "name": self.name,
+            "role": self.grants.role,
+            **{
+                kind: {"published": kind in self.publications, "muted": self.muted[kind]}
+                for kind in KINDS
+            },
+        }
+
+    # ------------------------------------------------------------ publishing
+
+    async def apply_publisher_offer(self, sdp: str) -> tuple[str, set[str], set[str]]:
+        """Answers a publisher offer; returns (answer sdp, kinds added, kinds removed)."""
+        if self.publisher_pc is None:
+            self.publisher_pc = RTCPeerConnection()
+            self.publisher_pc.on("track", self._on_publisher_track)
+        pc = self.publisher_pc
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            for transceiver in pc.getTransceivers():
+                if transceiver.direction == "sendrecv":
+                    transceiver.direction = "recvonly"  # the SFU never sends on this one
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:  # aiortc raises ValueError, OperationError, ... on bad SDP
+            raise InvalidSdpError(f"cannot apply the offer: {str(exc)[:200]}") from exc
+        active: dict[str, Publication] = {}
+        for transceiver in pc.getTransceivers():
+            receiver: Any = transceiver.receiver
+            kind = transceiver.kind
+            if transceiver.currentDirection not in ("recvonly", "sendrecv") or kind in active:
+                continue
+            publication = getattr(receiver, "publication", None)
+            if publication is not None:
+                active[kind] = publication
+        before = set(self.publications)
+        removed = {k for k in before if self.publications[k] is not active.get(k)}
+        for kind in removed:
+            self.publications.pop(kind).close()
+        added = set()
+        for kind, publication in active.items():
+            if kind not in self.publications:
+                self.publications[kind] = publication
+                added.add(kind)
+        local = pc.localDescription
+        return local.sdp, added, removed
+
+    def _on_publisher_track(self, track: Any) -> None:
+        assert self.publisher_pc is not None
+        for transceiver in self.publisher_pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                publication = Publication(track.kind)
+                receiver: Any = receive_encoded(transceiver.receiver, publication.on_frame)
+                publication.receiver = receiver
+                receiver.publication = publication
+                codecs: Any = transceiver
+                if codecs._codecs:
+                    publication.mime_type = codecs._codecs[0].mimeType
+                return
+
+    def set_muted(self, kind: str, muted: bool) -> None:
+        self.muted[kind] = muted
+        publication = self.publications.get(kind)
+        if publication is not None:
+            publication.muted = muted
+
+    # ------------------------------------------------------------ subscribing
+
+    def subscribe(self, publisher: Peer, kind: str) -> None:
+        publication = publisher.publications.get(kind)
+        if publication is None or not self.grants.can_subscribe or self.closed:
+            return
+        if self.subscriber_pc is None:
+            self.subscriber_pc = RTCPeerConnection()
+        track = publication.subscribe(self.identity)
+        transceiver = self.subscriber_pc.addTransceiver(track, direction="sendonly")
+        if publication.mime_type:
+            # Send with the publisher's codec: frames are forwarded, not transcoded.
+            wanted = publication.mime_type.lower()
+            capabilities = RTCRtpSender.getCapabilities(kind).codecs
+            transceiver.setCodecPreferences(
+                [c for c in capabilities if c.mimeType.lower() in (wanted, f"{kind}/rtx")]
+            )
+        relay_keyframe_requests(transceiver.sender, publication.request_keyframe)
+        self.subscriptions.append(Subscription(publisher, kind, transceiver, track))
+
+    async def unsubscribe(self, publisher: Peer, kind: str | None = None) -> bool:
+        changed = False
+        for sub in self.subscriptions:
+            if sub.active and sub.publisher is publisher and kind in (None, sub.kind):
+                sub.active = False
+                changed = True
+                publication = publisher.publications.get(sub.kind)
+                if publication is not None:
+                    publication.unsubscribe(self.identity)
+                sub.track.stop()
+                sub.transceiver.direction = "inactive"
+                sender: RTCRtpSender = sub.transceiver.sender
+                sender.replaceTrack(None)
+        return changed
+
+    async def renegotiate(self) -> None:
+        """Sends a subscriber offer now, or after the pending one is answered."""
+        if self.subscriber_pc is None or self.closed:
+            return
+        if self._offer_pending:
+            self._renegotiate_again = True
+            return
+        self._offer_pending = True
+        self._renegotiate_again = False
+        pc = self.subscriber_pc
+        async with self._negotiation_lock:
+            offer = await pc.createOffer()
+            await pc.setLocalDescription(offer)
+        tracks = [
+            {
+                "mid": sub.transceiver.mid,
+                "identity": sub.publisher.identity,
+                "name": sub.publisher.name,
+                "kind": sub.kind,
+                "active": sub.active,
+            }
+            for sub in self.subscriptions
+        ]
+        self.send({"type": "offer", "sdp": pc.localDescription.sdp, "tracks": tracks})
+
+    async def apply_subscriber_answer(self, sdp: str) -> None:
+        pc = self.subscriber_pc
+        if pc is None or not self._offer_pending:
+            raise InvalidSdpError("no subscriber offer is waiting for an answer")
+        try:
+            async with self._negotiation_lock:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        except Exception as exc:
+            raise InvalidSdpError(f"cannot apply the answer: {str(exc)[:200]}") from exc
+        self._offer_pending = False
+        if self._renegotiate_again:
+            await self.renegotiate()
+
+    async def add_candidate(self, message: Candidate) -> None:
+        pc = self.publisher_pc if message.pc == "publisher" else self.subscriber_pc
+        if pc is None or not message.candidate:
+            return
+        text = message.candidate.removeprefix("candidate:")
+        try:
+            candidate = candidate_from_sdp(text)
+            candidate.sdpMid = message.sdp_mid
+            candidate.sdpMLineIndex = message.sdp_mline_index
+            await pc.addIceCandidate(candidate)
+        except Exception as exc:
+            # mDNS names (abcd.local) and other unusable candidates are ignored by design.
+            logger.debug("ignored ICE candidate %r: %s", message.candidate[:80], exc)
+
+    async def close(self) -> None:
+        self.closed = True
+        for publication in self.publications.values():
+            publication.close()
+        self.publications.clear()
+        for sub in self.subscriptions:
+            sub.track.stop()
+        for pc in (self.publisher_pc, self.subscriber_pc):
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()

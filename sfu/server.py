@@ -1,0 +1,363 @@
+"""The SFU's HTTP side: the signalling WebSocket and the meeting page.
+
+``create_app(settings)`` returns an ``aiohttp`` application with:
+
+- ``GET /ws``: signalling (``docs/signalling.md``), one socket per participant;
+- ``GET /`` and ``GET /room/{room}``: ``sfu/static/index.html``;
+- ``GET /static/...``: the files of ``sfu/static``.
+
+Other components reach the live state through ``app[SFU]`` (an :class:`SfuServer`):
+rooms, and listeners called when a room opens, goes idle (no visible participant left)
+or changes its caption state. ``captions serve`` adds the caption routes to the same app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aioice.ice
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from captions.exceptions import AuthError, CaptionsError, ForbiddenError, WrongRoomError
+from sfu.peer import OUTBOX_MESSAGES, Peer
+from sfu.room import CaptionState, Room, RoomFullError, Rooms
+from sfu.settings import Settings
+from sfu.signalling import (
+    JOIN_TIMEOUT_SECONDS,
+    Answer,
+    Candidate,
+    ClientMessage,
+    ClientSession,
+    CloseCode,
+    Join,
+    Leave,
+    Mute,
+    Offer,
+    Ping,
+    SetCaptions,
+    SetLanguage,
+    encode,
+    error_code,
+    error_message,
+)
+from sfu.tokens import Grants, require_host, verify_token
+
+logger = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+RoomListener = Callable[[Room], None]
+
+
+class SfuServer:
+    """Live SFU state shared by every signalling connection of one app."""
+
+    def __init__(self, settings: Settings, *, language: str = "en") -> None:
+        self.settings = settings
+        self.secret = settings.secret
+        self.rooms = Rooms(language=language, max_participants=settings.max_participants_per_room)
+        self.on_room_opened: list[RoomListener] = []
+        """Called when a visible participant joins a room that had none."""
+        self.on_room_idle: list[RoomListener] = []
+        """Called when the last visible participant has left a room."""
+        self.on_caption_state: list[RoomListener] = []
+        """Called after a host changed ``room.captions``."""
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("SFU task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+        for task in list(self._tasks):
+            task.cancel()
+
+    @staticmethod
+    def _notify(listeners: list[RoomListener], room: Room) -> None:
+        for listener in listeners:
+            try:
+                listener(room)
+            except Exception:
+                logger.exception("room listener failed")
+
+    # ---------------------------------------------------------------- connection
+
+    async def handle_socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=self.settings.max_message_bytes, heartbeat=30)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        connection = Connection(self, ws)
+        try:
+            await connection.run()
+        finally:
+            self._sockets.discard(ws)
+            await connection.leave()
+        return ws
+
+
+class Connection:
+    """One signalling socket: protocol state, outbox, and (after join) its peer."""
+
+    def __init__(self, server: SfuServer, ws: web.WebSocketResponse) -> None:
+        self.server = server
+        self.ws = ws
+        self.session = ClientSession(max_bytes=server.settings.max_message_bytes)
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_MESSAGES)
+        self.peer: Peer | None = None
+        self.room: Room | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def send(self, message: dict[str, Any]) -> bool:
+        """Queues a message; a client that lets its outbox fill is disconnected."""
+        try:
+            self.outbox.put_nowait(message)
+            return True
+        except asyncio.QueueFull:
+            self.server.spawn(self.close(WSCloseCode.POLICY_VIOLATION, "not reading"))
+            return False
+
+    async def _write(self) -> None:
+        while (message := await self.outbox.get()) is not None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(encode(message))
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.flush()
+        await self.ws.close(code=code, message=reason.encode()[:120])
+
+    async def flush(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            with contextlib.suppress(asyncio.QueueFull):
+                self.outbox.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer, 2.0)
+            self._writer = None
+            self.outbox = asyncio.Queue(OUTBOX_MESSAGES)
+            self._writer = asyncio.ensure_future(self._write())
+
+    async def run(self) -> None:
+        self._writer = asyncio.ensure_future(self._write())
+        try:
+            try:
+                first = await asyncio.wait_for(self.ws.receive(), JOIN_TIMEOUT_SECONDS)
+            except TimeoutError:
+                await self.close(CloseCode.JOIN_TIMEOUT, "no join message")
+                return
+            await self._handle_frame(first)
+            while not self.ws.closed:
+                await self._handle_frame(await self.ws.receive())
+        finally:
+            if self._writer is not None:
+                with contextlib.suppress(asyncio.QueueFull):
+                    self.outbox.put_nowait(None)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._writer, 1.0)
+
+    async def _handle_frame(self, frame: Any) -> None:
+        if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            if not self.ws.closed:
+                await self.ws.close()
+            return
+        request: str | None = None
+        try:
+            message = self.session.read(frame.data)
+            request = type(message).__name__
+            await self._dispatch(message)
+        except AuthError as exc:
+            self.send(error_message(exc.code, str(exc), request and _wire_type(request)))
+            if not isinstance(exc, ForbiddenError):
+                closing = CloseCode.WRONG_ROOM if isinstance(exc, WrongRoomError) else 4401
+                await self.close(closing, exc.code)
+        except RoomFullError as exc:
+            self.send(error_message("room_full", str(exc), "join"))
+            await self.close(CloseCode.ROOM_FULL, "room full")
+        except CaptionsError as exc:
+            code = (
+                "not_joined"
+                if self.session.close_code == CloseCode.PROTOCOL and not (self.session.joined)
+                else error_code(exc)
+            )
+            self.send(error_message(code, str(exc), request and _wire_type(request)))
+            if self.session.close_code is not None:
+                await self.close(self.session.close_code, code)
+
+    # ---------------------------------------------------------------- messages
+
+    async def _dispatch(self, message: ClientMessage) -> None:
+        if isinstance(message, Ping):
+            self.send({"type": "pong", "id": message.id})
+        elif isinstance(message, Join):
+            await self._join(message)
+        elif self.peer is None or self.room is None:
+            return  # unreachable: ClientSession refuses everything but join and ping first
+        elif isinstance(message, Offer):
+            await self._publish(self.peer, self.room, message)
+        elif isinstance(message, Answer):
+            await self.peer.apply_subscriber_answer(message.sdp)
+        elif isinstance(message, Candidate):
+            await self.peer.add_candidate(message)
+        elif isinstance(message, Mute):
+            self.peer.set_muted(message.kind, message.muted)
+            if not self.peer.grants.hidden:
+                self.room.broadcast(
+                    {"type": "participant_updated", "participant": self.peer.describe()}
+                )
+        elif isinstance(message, SetCaptions | SetLanguage):
+            self._change_captions(self.peer, self.room, message)
+        elif isinstance(message, Leave):
+            await self.close(CloseCode.NORMAL, "left")
+
+    async def _join(self, message: Join) -> None:
+        grants: Grants = verify_token(self.server.secret, message.token, room=message.room)
+        room = self.server.rooms.get_or_create(grants.room)
+        had_visible = any(not p.grants.hidden for p in room.peers.values())
+        peer = Peer(grants, send=self.send)
+        peer.disconnect = self.close
+        try:
+            replaced = room.add(peer)
+        except RoomFullError:
+            self.server.rooms.discard_if_empty(room)
+            raise
+        self.session.joined = True
+        self.peer, self.room = peer, room
+        if replaced is not None:
+            replaced.send({"type": "error", "code": "replaced", "message": "joined elsewhere"})
+            self.server.spawn(self._evict(replaced, room))
+        self.send(
+            {
+                "type": "joined",
+                "room": room.name,
+                "you": peer.describe(),
+                "participants": room.visible_others(peer),
+                "captions": room.captions.to_json(),
+                "limits": {"max_message_bytes": self.server.settings.max_message_bytes},
+            }
+        )
+        if not grants.hidden:
+            room.broadcast(
+                {"type": "participant_joined", "participant": peer.describe()}, exclude=peer
+            )
+            if not had_visible:
+                self.server._notify(self.server.on_room_opened, room)
+        for other in room.others(peer):
+            for kind in list(other.publications):
+                peer.subscribe(other, kind)
+        if peer.subscriptions:
+            await peer.renegotiate()
+
+    async def _evict(self, replaced: Peer, room: Room) -> None:
+        # The replaced socket's own cleanup drops its peer (without a participant_left).
+        if replaced.disconnect is not None:
+            await replaced.disconnect(CloseCode.REPLACED, "replaced")
+
+    async def _publish(self, peer: Peer, room: Room, message: Offer) -> None:
+        if peer.grants.hidden or not peer.grants.can_publish:
+            raise ForbiddenError("this token may not publish")
+        answer, added, removed = await peer.apply_publisher_offer(message.sdp)
+        self.send({"type": "answer", "sdp": answer})
+        if not added and not removed:
+            return
+        for other in room.others(peer):
+            for kind in removed:
+                await other.unsubscribe(peer, kind)
+            for kind in added:
+                other.subscribe(peer, kind)
+            self.server.spawn(other.renegotiate())
+        room.broadcast({"type": "participant_updated", "participant": peer.describe()})
+
+    def _change_captions(self, peer: Peer, room: Room, message: SetCaptions | SetLanguage) -> None:
+        action = (
+            "turn captions on or off" if isinstance(message, SetCaptions) else "set the language"
+        )
+        require_host(peer.grants, action)
+        state: CaptionState = room.captions
+        if isinstance(message, SetCaptions):
+            state.change(peer.identity, peer.name, enabled=message.enabled)
+        else:
+            state.change(peer.identity, peer.name, language=message.language)
+        room.broadcast({"type": "room_state", "captions": state.to_json()})
+        self.server._notify(self.server.on_caption_state, room)
+
+    async def leave(self) -> None:
+        peer, room = self.peer, self.room
+        self.peer = self.room = None
+        if peer is not None and room is not None:
+            await _drop_peer(self.server, peer, room, announce=True)
+
+
+async def _drop_peer(server: SfuServer, peer: Peer, room: Room, *, announce: bool) -> None:
+    removed = room.remove(peer)
+    for other in room.others(peer):
+        if await other.unsubscribe(peer):
+            server.spawn(other.renegotiate())
+    if removed and announce and not peer.grants.hidden:
+        room.broadcast({"type": "participant_left", "identity": peer.identity, "name": peer.name})
+        if not any(not p.grants.hidden for p in room.peers.values()):
+            server._notify(server.on_room_idle, room)
+    await peer.close()
+    server.rooms.discard_if_empty(room)
+
+
+def _wire_type(class_name: str) -> str:
+    names = {"SetCaptions": "set_captions", "SetLanguage": "set_language"}
+    return names.get(class_name, class_name.lower())
+
+
+SFU = web.AppKey("sfu", SfuServer)
+
+
+def create_app(settings: Settings, *, language: str = "en") -> web.Application:
+    """The SFU as an aiohttp application; ``app[SFU]`` is its :class:`SfuServer`."""
+    if settings.ice_loopback:
+        _offer_loopback_candidates()
+    app = web.Application(client_max_size=settings.max_message_bytes)
+    server = SfuServer(settings, language=language)
+    app[SFU] = server
+
+    async def signalling(request: web.Request) -> web.StreamResponse:
+        return await server.handle_socket(request)
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        index = STATIC_DIR / "index.html"
+        if not index.exists():
+            raise web.HTTPNotFound(text="the meeting page is not installed (sfu/static)")
+        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    async def on_shutdown(app: web.Application) -> None:
+        await server.close()
+
+    app.router.add_get("/ws", signalling)
+    app.router.add_get("/", page)
+    app.router.add_get("/room/{room}", page)
+    if STATIC_DIR.is_dir():
+        app.router.add_static("/static/", STATIC_DIR)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def _offer_loopback_candidates() -> None:
+    """aioice skips 127.0.0.1; add it so a meeting works on a machine without a LAN."""
+    original = aioice.ice.get_host_addresses
+    if getattr(original, "with_loopback", False):
+        return
+
+    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses = original(use_ipv4, use_ipv6)
+        if use_ipv4 and "127.0.0.1" not in addresses:
+            addresses.append("127.0.0.1")
+        return addresses
+
+    with_loopback.with_loopback = True  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = with_loopback
