@@ -13,8 +13,8 @@ from captions.engine import Session
 from captions.events import Speaker
 from evaluation.alignment import align, reference_ends
 from evaluation.manifest import TimedWord
-from evaluation.metrics import score_item, summarize
-from evaluation.simulate import hypothesis_words, simulate
+from evaluation.metrics import ItemScore, score_item, summarize
+from evaluation.simulate import StreamRecord, hypothesis_words, simulate
 from tests.fakes import ScriptedEngine
 
 RATE = 16_000
@@ -43,8 +43,8 @@ class FixedCostClock(VirtualClock):
 class WatchedEngine(ScriptedEngine):
     """Records, at every step, when it started and how much audio had been received."""
 
-    def __init__(self, clock: FixedCostClock, **kwargs: float) -> None:
-        super().__init__(SCRIPT, **kwargs)
+    def __init__(self, clock: FixedCostClock, *, delay: float) -> None:
+        super().__init__(SCRIPT, delay=delay)
         self.clock = clock
         self.received: list[tuple[float, int]] = []
 
@@ -54,7 +54,7 @@ class WatchedEngine(ScriptedEngine):
         super().step(sessions)
 
 
-def run(cost: float) -> tuple[WatchedEngine, dict[str, object]]:
+def run(cost: float) -> tuple[WatchedEngine, StreamRecord, ItemScore]:
     clock = FixedCostClock(cost)
     engine = WatchedEngine(clock, delay=0.5)
     record = simulate(
@@ -71,12 +71,11 @@ def run(cost: float) -> tuple[WatchedEngine, dict[str, object]]:
         timed_words=MANIFEST_WORDS,
         word_source="manifest",
     )
-    return engine, {"record": record, "score": score}
+    return engine, record, score
 
 
 def test_latencies_when_compute_keeps_up() -> None:
-    engine, out = run(cost=0.05)
-    record, score = out["record"], out["score"]
+    engine, record, score = run(cost=0.05)
     # A step at every 0.1 s frame, each ending 0.05 s later. "Hello" (engine end 0.25) shows
     # once 0.3 s of audio is in (step at 0.3 -> 0.35) and is final once 0.75 s is in
     # (step at 0.8 -> 0.85); "world" (0.65) shows at 0.75 and is final at 1.25.
@@ -95,8 +94,7 @@ def test_latencies_when_compute_keeps_up() -> None:
 
 
 def test_latencies_when_compute_falls_behind() -> None:
-    engine, out = run(cost=0.23)
-    record, score = out["record"], out["score"]
+    engine, record, score = run(cost=0.23)
     # Steps take longer than a frame, so each step takes all audio that arrived meanwhile:
     #   step 1 at 0.10 (audio to 0.1) -> 0.33     step 2 at 0.33 (to 0.3) -> 0.56: Hello shown
     #   step 3 at 0.56 (to 0.5) -> 0.79          step 4 at 0.79 (to 0.7) -> 1.02: world shown
@@ -117,14 +115,14 @@ def test_latencies_when_compute_falls_behind() -> None:
 
 @pytest.mark.parametrize("cost", [0.0, 0.05, 0.23, 0.7])
 def test_no_step_starts_before_its_audio_arrived(cost: float) -> None:
-    engine, _ = run(cost)
+    engine, _, _ = run(cost)
     for now, received in engine.received:
         assert received / RATE <= now + 1e-9
 
 
 def test_summary_on_scripted_engine() -> None:
-    _, out = run(cost=0.05)
-    summary = summarize("scripted", [out["score"]])  # type: ignore[list-item]
+    _, _, score = run(cost=0.05)
+    summary = summarize("scripted", [score])
     assert summary["wer"] == 0.0 and summary["offline_wer"] is None
     assert summary["rtf"] == pytest.approx(15 * 0.05 / 1.5, abs=1e-4)
     latency = summary["latency"]
