@@ -1,0 +1,82 @@
+// The /captions WebSocket (docs/captions-api.md): authenticates with an `auth` message
+// (so the token stays out of URLs and server logs), then receives hello, backlog,
+// room_state and live caption events. Reconnects with backoff unless the token itself
+// was refused; the backlog after a reconnect refills whatever was missed.
+//
+// Events: state {state: "connecting"|"open"|"closed"|"refused", code}, hello, backlog,
+// room_state, caption, transcript_deleted (detail = the message).
+
+const REFUSED = new Set([4001, 4002, 4003, 4004, 4005]);
+const PING_MS = 20000;
+const MAX_BACKOFF_MS = 10000;
+
+export class CaptionSocket extends EventTarget {
+  constructor({ url, token }) {
+    super();
+    this.url = url;
+    this.token = token;
+    this.ws = null;
+    this.stopped = false;
+    this.attempt = 0;
+    this.pingTimer = null;
+    this.retryTimer = null;
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  start() {
+    this.stopped = false;
+    this.open();
+  }
+
+  open() {
+    this.emit("state", { state: "connecting" });
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.addEventListener("open", () => {
+      ws.send(JSON.stringify({ type: "auth", token: this.token }));
+      this.pingTimer = setInterval(() => {
+        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "ping" }));
+      }, PING_MS);
+    });
+    ws.addEventListener("message", (message) => {
+      let data;
+      try {
+        data = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      if (!data || typeof data.type !== "string") return;
+      if (data.type === "hello") {
+        this.attempt = 0;
+        this.emit("state", { state: "open" });
+      }
+      if (["hello", "backlog", "room_state", "caption", "transcript_deleted"].includes(data.type)) {
+        this.emit(data.type, data);
+      }
+    });
+    ws.addEventListener("close", (event) => {
+      clearInterval(this.pingTimer);
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (this.stopped) return;
+      if (REFUSED.has(event.code)) {
+        this.emit("state", { state: "refused", code: event.code, reason: event.reason });
+        return;
+      }
+      this.emit("state", { state: "closed", code: event.code });
+      const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** this.attempt++);
+      this.retryTimer = setTimeout(() => this.open(), delay);
+    });
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.pingTimer);
+    this.ws?.close(1000);
+    this.ws = null;
+  }
+}

@@ -1,0 +1,283 @@
+"""The meeting page's own logic in real Chromium, without a server: caption overlay,
+transcript panel and writers, bad links, language and settings.
+
+The page's files are served by a tiny static server; the ES modules are imported into
+the page and driven with caption events as the sidecar sends them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.browser import browser_page, require_chromium, static_server
+
+pytestmark = pytest.mark.browser
+
+
+def fake_token(room: str, *, role: str = "participant", name: str = "Alice", exp_in: float = 3600) -> str:
+    """A token the page can read (the page never checks signatures: the server does)."""
+    now = int(time.time())
+    grants = {"room": room, "identity": "alice-1", "name": name, "role": role,
+              "can_publish": True, "can_subscribe": True, "hidden": False, "captioner": False}
+    claims = {"iss": "sovereign-captions", "sub": "alice-1", "iat": now, "exp": now + int(exp_in),
+              "grants": grants}
+    return jwt.encode(claims, "not-the-server-secret-" * 2, algorithm="HS256")
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    with static_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(playwright: Any, base_url: str) -> Iterator[Any]:
+    with browser_page(playwright) as page:
+        page.goto(f"{base_url}/room/lab")  # no token: the error screen, modules loaded
+        page.wait_for_selector("[data-testid=error-screen]:not([hidden])")
+        yield page
+
+
+def event(speaker: str, name: str, utterance: int, revision: int, words: list[tuple[str, bool]],
+          kind: str = "partial", start: float = 1.0) -> dict[str, Any]:
+    return {
+        "type": "caption", "speaker": speaker, "speaker_name": name, "utterance": utterance,
+        "revision": revision, "kind": kind, "text": " ".join(w for w, _ in words),
+        "words": [{"text": w, "start": start + i * 0.4, "end": start + i * 0.4 + 0.3, "final": f}
+                  for i, (w, f) in enumerate(words)],
+        "emitted_at": 1_763_900_000.0 + start + len(words) * 0.4 + 0.5,
+    }
+
+
+OVERLAY_SETUP = """
+async () => {
+  const { CaptionOverlay } = await import('/static/captions.js');
+  document.querySelector('#lab')?.remove();
+  const lab = document.createElement('div');
+  lab.id = 'lab';
+  lab.style = 'position: fixed; top: 0; left: 0; width: 800px';
+  lab.innerHTML = '<div class="captions" data-testid="lab-captions"></div>'
+    + '<div class="visually-hidden" data-role="lab-log"></div>';
+  document.body.append(lab);
+  window.overlay = new CaptionOverlay(lab.firstElementChild, lab.lastElementChild, { maxLines: 3 });
+}
+"""
+
+
+def lines(page: Any) -> list[dict[str, Any]]:
+    return page.eval_on_selector_all(
+        "[data-testid=lab-captions] .caption-line",
+        """els => els.map(e => ({speaker: e.dataset.speaker, final: e.dataset.final,
+              text: e.querySelector('.caption-text').textContent,
+              partialWords: e.querySelectorAll('.w.partial').length,
+              continued: e.classList.contains('continued'), color: e.dataset.color}))""",
+    )
+
+
+def test_partial_settles_into_final_in_place(page: Any) -> None:
+    page.evaluate(OVERLAY_SETUP)
+    update = "e => window.overlay.update(e)"
+    assert page.evaluate(update, event("a", "Alice", 1, 1, [("so", True), ("the", False)]))
+    page.evaluate("() => { window.firstWord = document.querySelector('#lab .w'); }")
+    top_before = page.evaluate("() => document.querySelector('#lab .caption-line').getBoundingClientRect().top")
+    page.evaluate(update, event("a", "Alice", 1, 2, [("so", True), ("the", True), ("budget", False)]))
+    assert lines(page) == [{"speaker": "Alice", "final": "false", "text": "so the budget",
+                            "partialWords": 1, "continued": False, "color": lines(page)[0]["color"]}]
+    # An older revision arriving late changes nothing.
+    assert not page.evaluate(update, event("a", "Alice", 1, 1, [("no", False)]))
+    page.evaluate(update, event("a", "Alice", 1, 3, [("so", True), ("the", True), ("budget", True)], kind="final"))
+    [line] = lines(page)
+    assert line["final"] == "true" and line["partialWords"] == 0 and line["text"] == "so the budget"
+    # Same DOM node for the settled word, same place on screen: the line did not jump.
+    assert page.evaluate("() => window.firstWord === document.querySelector('#lab .w')")
+    top_after = page.evaluate("() => document.querySelector('#lab .caption-line').getBoundingClientRect().top")
+    assert top_after == top_before
+    # A revision after the final is ignored.
+    assert not page.evaluate(update, event("a", "Alice", 1, 4, [("changed", False)]))
+
+
+def test_lines_grouped_per_speaker_with_stable_colours_and_at_most_three(page: Any) -> None:
+    page.evaluate(OVERLAY_SETUP)
+    update = "e => window.overlay.update(e)"
+    page.evaluate(update, event("a", "Alice", 1, 1, [("one", True)], kind="final"))
+    page.evaluate(update, event("a", "Alice", 2, 1, [("two", True)], kind="final"))
+    page.evaluate(update, event("b", "Bob", 1, 1, [("three", False)]))
+    shown = lines(page)
+    assert [(s["speaker"], s["continued"]) for s in shown] == [("Alice", False), ("Alice", True), ("Bob", False)]
+    assert shown[0]["color"] == shown[1]["color"] != shown[2]["color"]
+    # A fourth line pushes out the oldest *finished* line, never Bob's open utterance.
+    page.evaluate(update, event("a", "Alice", 3, 1, [("four", False)]))
+    shown = lines(page)
+    assert len(shown) == 3
+    assert [s["text"] for s in shown] == ["two", "three", "four"]
+    assert not shown[0]["continued"]  # the first line shows its speaker's name again
+    # The overlay box keeps to three text lines even for a long utterance.
+    long_words = [(f"word{i}", False) for i in range(80)]
+    page.evaluate(update, event("b", "Bob", 1, 2, long_words))
+    height, line_height = page.evaluate(
+        """() => { const box = document.querySelector('[data-testid=lab-captions]');
+                   const s = getComputedStyle(box);
+                   return [box.clientHeight, parseFloat(s.lineHeight)]; }"""
+    )
+    assert height <= 3 * line_height + 20
+
+
+def test_only_finals_reach_the_live_log(page: Any) -> None:
+    page.evaluate(OVERLAY_SETUP)
+    update = "e => window.overlay.update(e)"
+    page.evaluate(update, event("a", "Alice", 1, 1, [("hello", False)]))
+    page.evaluate(update, event("a", "Alice", 1, 2, [("hello", True), ("there", False)]))
+    assert page.eval_on_selector("[data-role=lab-log]", "e => e.children.length") == 0
+    page.evaluate(update, event("a", "Alice", 1, 3, [("hello", True), ("there", True)], kind="final"))
+    assert page.eval_on_selector("[data-role=lab-log]", "e => e.textContent") == "Alice: hello there"
+    # The page's own log region is polite and the overlay itself is hidden from screen readers.
+    assert page.get_attribute("[data-testid=captions-log]", "aria-live") == "polite"
+    assert page.get_attribute("[data-testid=captions]", "aria-hidden") == "true"
+
+
+def test_malformed_events_are_ignored(page: Any) -> None:
+    page.evaluate(OVERLAY_SETUP)
+    for bad in [None, {"type": "caption"}, {"type": "other"}, {**event("a", "A", 1, 1, []), "kind": "x"}]:
+        assert page.evaluate("e => window.overlay.update(e)", bad) is False
+    assert lines(page) == []
+
+
+def test_transcript_orders_dedupes_searches_and_writes(page: Any) -> None:
+    result = page.evaluate(
+        """async (events) => {
+          const m = await import('/static/transcript.js');
+          const tr = new m.Transcript();
+          for (const e of events) tr.add(e);
+          return {
+            names: tr.entries.map(e => e.name),
+            count: tr.entries.length,
+            search: tr.search('BUDGET').map(e => e.text),
+            accents: tr.search('cafe').map(e => e.text),
+            vtt: m.toVtt(tr.entries), srt: m.toSrt(tr.entries), txt: m.toTxt(tr.entries),
+          };
+        }""",
+        [
+            event("b", "Bob", 1, 3, [("the", True), ("budget", True), ("is", True), ("fine", True)],
+                  kind="final", start=5.0),
+            event("a", "Alice", 1, 2, [("hello", True), ("everyone", True)], kind="final", start=1.0),
+            event("a", "Alice", 1, 2, [("hello", True), ("everyone", True)], kind="final", start=1.0),
+            event("a", "Alice", 2, 1, [("partial", False)], start=9.0),
+            event("a", "Alice", 3, 1, [("un", True), ("café", True)], kind="final", start=9.0),
+        ],
+    )
+    assert result["names"] == ["Alice", "Bob", "Alice"]
+    assert result["search"] == ["the budget is fine"]
+    assert result["accents"] == ["un café"]
+    vtt = result["vtt"]
+    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:00.700\n<v Alice>hello everyone</v>")
+    assert "<v Bob>the budget is fine</v>" in vtt
+    assert result["srt"].startswith("1\n00:00:00,000 --> 00:00:00,700\nAlice: hello everyone\n")
+    assert result["txt"].splitlines()[1] == "[00:00:04.000 - 00:00:05.500] Bob: the budget is fine"
+
+
+@pytest.mark.parametrize(
+    ("path_room", "token_kwargs", "code"),
+    [
+        ("lab", {"exp_in": -3600}, "token_expired"),
+        ("other", {}, "wrong_room"),
+        ("lab", None, "token_invalid"),
+    ],
+)
+def test_bad_link_shows_error_screen(page: Any, base_url: str, path_room: str,
+                                     token_kwargs: dict[str, Any] | None, code: str) -> None:
+    token = "not.a-token" if token_kwargs is None else fake_token("lab", **token_kwargs)
+    page.goto(f"{base_url}/room/{path_room}#token={token}")
+    page.reload()  # a new fragment alone does not reload the page
+    page.wait_for_selector("[data-testid=error-screen]:not([hidden])")
+    assert page.is_hidden("[data-testid=join-screen]")
+    assert page.get_attribute("[data-testid=error-message]", "data-code") == code
+    assert len(page.inner_text("[data-testid=error-message]")) > 20
+
+
+def test_french_interface_from_browser_language_with_switch(playwright: Any, base_url: str) -> None:
+    with browser_page(playwright, locale="fr-FR") as fr:
+        fr.goto(f"{base_url}/room/lab#token={fake_token('lab', exp_in=-3600)}")
+        fr.wait_for_selector("[data-testid=error-screen]:not([hidden])")
+        assert fr.get_attribute("html", "lang") == "fr"
+        assert "expiré" in fr.inner_text("[data-testid=error-message]")
+        fr.click("[data-testid=language-switch]")
+        assert fr.get_attribute("html", "lang") == "en"
+        assert "expired" in fr.inner_text("[data-testid=error-message]")
+        fr.reload()  # the choice is remembered
+        fr.wait_for_selector("[data-testid=error-screen]:not([hidden])")
+        assert fr.get_attribute("html", "lang") == "en"
+
+
+def test_viewer_settings_persist_and_apply(page: Any) -> None:
+    applied = page.evaluate(
+        """async () => {
+          const s = await import('/static/settings.js');
+          localStorage.setItem('captions.viewer-settings', JSON.stringify(
+            {size: 'XL', preset: 'yellow-on-black', position: 'top', opacity: '0.5', bogus: 1}));
+          const loaded = s.loadSettings();
+          s.applySettings(loaded);
+          localStorage.setItem('captions.viewer-settings', '{broken');
+          const fallback = s.loadSettings();
+          const root = document.documentElement;
+          return {loaded, fallback, size: root.dataset.captionSize, preset: root.dataset.captionPreset,
+                  font: getComputedStyle(root).getPropertyValue('--caption-size').trim()};
+        }"""
+    )
+    assert applied["loaded"] == {"size": "XL", "preset": "yellow-on-black", "position": "top",
+                                 "opacity": "0.5", "captionsVisible": True}
+    assert applied["fallback"]["size"] == "M"
+    assert applied["font"] == "2.6rem"
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    def channel(c: int) -> float:
+        v = c / 255
+        return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def test_caption_colours_meet_wcag_aa_in_every_preset(page: Any) -> None:
+    """Caption text, partial text and every speaker colour against the caption background
+    at full opacity, in each preset: at least 4.5:1 (WCAG 2.2 AA, normal text)."""
+    page.evaluate(OVERLAY_SETUP)
+    for preset in ["white-on-black", "yellow-on-black", "black-on-white"]:
+        colours = page.evaluate(
+            """(preset) => {
+              const root = document.documentElement;
+              root.dataset.captionPreset = preset;
+              const box = document.querySelector('[data-testid=lab-captions]');
+              const s = getComputedStyle(box);
+              const rgb = v => v.trim().match(/\\d+/g).slice(0, 3).map(Number);
+              const probe = document.createElement('span');
+              box.append(probe);
+              const resolve = name => { probe.style.color = `var(${name})`; return rgb(getComputedStyle(probe).color); };
+              const names = ['--caption-text', '--caption-partial', ...[0,1,2,3,4,5,6,7].map(i => '--spk-' + i)];
+              const fg = names.map(resolve);
+              probe.remove();
+              return {bg: rgb(s.getPropertyValue('--caption-bg-rgb')), fg};
+            }""",
+            preset,
+        )
+        for fg in colours["fg"]:
+            assert contrast(tuple(fg), tuple(colours["bg"])) >= 4.5, (preset, fg)
