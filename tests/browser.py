@@ -123,14 +123,24 @@ def static_server() -> Iterator[str]:
 
 
 @contextmanager
-def captions_server(data_dir: Path, secret: str, *, extra_args: list[str] | None = None) -> Iterator[str]:
+def captions_server(
+    data_dir: Path, secret: str, *, extra_args: list[str] | None = None
+) -> Iterator[str]:
     """``captions serve`` as a subprocess on a free port (whisper engine); yields its base URL."""
     executable = Path(sys.executable).parent / "captions"
     port = free_port()
     env = dict(os.environ, CAPTIONS_SECRET=secret)
     log = (data_dir / "serve.log").open("wb")
     process = subprocess.Popen(
-        [str(executable), "serve", "--port", str(port), "--data-dir", str(data_dir), *(extra_args or [])],
+        [
+            str(executable),
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *(extra_args or []),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -140,7 +150,9 @@ def captions_server(data_dir: Path, secret: str, *, extra_args: list[str] | None
         deadline = time.monotonic() + 90
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"captions serve exited: {(data_dir / 'serve.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"captions serve exited: {(data_dir / 'serve.log').read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{base}/static/index.html", timeout=2):
                     break

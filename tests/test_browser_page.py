@@ -19,13 +19,28 @@ from tests.browser import browser_page, require_chromium, static_server
 pytestmark = pytest.mark.browser
 
 
-def fake_token(room: str, *, role: str = "participant", name: str = "Alice", exp_in: float = 3600) -> str:
+def fake_token(
+    room: str, *, role: str = "participant", name: str = "Alice", exp_in: float = 3600
+) -> str:
     """A token the page can read (the page never checks signatures: the server does)."""
     now = int(time.time())
-    grants = {"room": room, "identity": "alice-1", "name": name, "role": role,
-              "can_publish": True, "can_subscribe": True, "hidden": False, "captioner": False}
-    claims = {"iss": "sovereign-captions", "sub": "alice-1", "iat": now, "exp": now + int(exp_in),
-              "grants": grants}
+    grants = {
+        "room": room,
+        "identity": "alice-1",
+        "name": name,
+        "role": role,
+        "can_publish": True,
+        "can_subscribe": True,
+        "hidden": False,
+        "captioner": False,
+    }
+    claims = {
+        "iss": "sovereign-captions",
+        "sub": "alice-1",
+        "iat": now,
+        "exp": now + int(exp_in),
+        "grants": grants,
+    }
     return jwt.encode(claims, "not-the-server-secret-" * 2, algorithm="HS256")
 
 
@@ -52,13 +67,27 @@ def page(playwright: Any, base_url: str) -> Iterator[Any]:
         yield page
 
 
-def event(speaker: str, name: str, utterance: int, revision: int, words: list[tuple[str, bool]],
-          kind: str = "partial", start: float = 1.0) -> dict[str, Any]:
+def event(
+    speaker: str,
+    name: str,
+    utterance: int,
+    revision: int,
+    words: list[tuple[str, bool]],
+    kind: str = "partial",
+    start: float = 1.0,
+) -> dict[str, Any]:
     return {
-        "type": "caption", "speaker": speaker, "speaker_name": name, "utterance": utterance,
-        "revision": revision, "kind": kind, "text": " ".join(w for w, _ in words),
-        "words": [{"text": w, "start": start + i * 0.4, "end": start + i * 0.4 + 0.3, "final": f}
-                  for i, (w, f) in enumerate(words)],
+        "type": "caption",
+        "speaker": speaker,
+        "speaker_name": name,
+        "utterance": utterance,
+        "revision": revision,
+        "kind": kind,
+        "text": " ".join(w for w, _ in words),
+        "words": [
+            {"text": w, "start": start + i * 0.4, "end": start + i * 0.4 + 0.3, "final": f}
+            for i, (w, f) in enumerate(words)
+        ],
         "emitted_at": 1_763_900_000.0 + start + len(words) * 0.4 + 0.5,
     }
 
@@ -93,18 +122,35 @@ def test_partial_settles_into_final_in_place(page: Any) -> None:
     update = "e => window.overlay.update(e)"
     assert page.evaluate(update, event("a", "Alice", 1, 1, [("so", True), ("the", False)]))
     page.evaluate("() => { window.firstWord = document.querySelector('#lab .w'); }")
-    top_before = page.evaluate("() => document.querySelector('#lab .caption-line').getBoundingClientRect().top")
-    page.evaluate(update, event("a", "Alice", 1, 2, [("so", True), ("the", True), ("budget", False)]))
-    assert lines(page) == [{"speaker": "Alice", "final": "false", "text": "so the budget",
-                            "partialWords": 1, "continued": False, "color": lines(page)[0]["color"]}]
+    top_before = page.evaluate(
+        "() => document.querySelector('#lab .caption-line').getBoundingClientRect().top"
+    )
+    page.evaluate(
+        update, event("a", "Alice", 1, 2, [("so", True), ("the", True), ("budget", False)])
+    )
+    assert lines(page) == [
+        {
+            "speaker": "Alice",
+            "final": "false",
+            "text": "so the budget",
+            "partialWords": 1,
+            "continued": False,
+            "color": lines(page)[0]["color"],
+        }
+    ]
     # An older revision arriving late changes nothing.
     assert not page.evaluate(update, event("a", "Alice", 1, 1, [("no", False)]))
-    page.evaluate(update, event("a", "Alice", 1, 3, [("so", True), ("the", True), ("budget", True)], kind="final"))
+    page.evaluate(
+        update,
+        event("a", "Alice", 1, 3, [("so", True), ("the", True), ("budget", True)], kind="final"),
+    )
     [line] = lines(page)
     assert line["final"] == "true" and line["partialWords"] == 0 and line["text"] == "so the budget"
     # Same DOM node for the settled word, same place on screen: the line did not jump.
     assert page.evaluate("() => window.firstWord === document.querySelector('#lab .w')")
-    top_after = page.evaluate("() => document.querySelector('#lab .caption-line').getBoundingClientRect().top")
+    top_after = page.evaluate(
+        "() => document.querySelector('#lab .caption-line').getBoundingClientRect().top"
+    )
     assert top_after == top_before
     # A revision after the final is ignored.
     assert not page.evaluate(update, event("a", "Alice", 1, 4, [("changed", False)]))
@@ -117,7 +163,11 @@ def test_lines_grouped_per_speaker_with_stable_colours_and_at_most_three(page: A
     page.evaluate(update, event("a", "Alice", 2, 1, [("two", True)], kind="final"))
     page.evaluate(update, event("b", "Bob", 1, 1, [("three", False)]))
     shown = lines(page)
-    assert [(s["speaker"], s["continued"]) for s in shown] == [("Alice", False), ("Alice", True), ("Bob", False)]
+    assert [(s["speaker"], s["continued"]) for s in shown] == [
+        ("Alice", False),
+        ("Alice", True),
+        ("Bob", False),
+    ]
     assert shown[0]["color"] == shown[1]["color"] != shown[2]["color"]
     # A fourth line pushes out the oldest *finished* line, never Bob's open utterance.
     page.evaluate(update, event("a", "Alice", 3, 1, [("four", False)]))
@@ -142,8 +192,12 @@ def test_only_finals_reach_the_live_log(page: Any) -> None:
     page.evaluate(update, event("a", "Alice", 1, 1, [("hello", False)]))
     page.evaluate(update, event("a", "Alice", 1, 2, [("hello", True), ("there", False)]))
     assert page.eval_on_selector("[data-role=lab-log]", "e => e.children.length") == 0
-    page.evaluate(update, event("a", "Alice", 1, 3, [("hello", True), ("there", True)], kind="final"))
-    assert page.eval_on_selector("[data-role=lab-log]", "e => e.textContent") == "Alice: hello there"
+    page.evaluate(
+        update, event("a", "Alice", 1, 3, [("hello", True), ("there", True)], kind="final")
+    )
+    assert (
+        page.eval_on_selector("[data-role=lab-log]", "e => e.textContent") == "Alice: hello there"
+    )
     # The page's own log region is polite and the overlay itself is hidden from screen readers.
     assert page.get_attribute("[data-testid=captions-log]", "aria-live") == "polite"
     assert page.get_attribute("[data-testid=captions]", "aria-hidden") == "true"
@@ -151,7 +205,12 @@ def test_only_finals_reach_the_live_log(page: Any) -> None:
 
 def test_malformed_events_are_ignored(page: Any) -> None:
     page.evaluate(OVERLAY_SETUP)
-    for bad in [None, {"type": "caption"}, {"type": "other"}, {**event("a", "A", 1, 1, []), "kind": "x"}]:
+    for bad in [
+        None,
+        {"type": "caption"},
+        {"type": "other"},
+        {**event("a", "A", 1, 1, []), "kind": "x"},
+    ]:
         assert page.evaluate("e => window.overlay.update(e)", bad) is False
     assert lines(page) == []
 
@@ -171,10 +230,21 @@ def test_transcript_orders_dedupes_searches_and_writes(page: Any) -> None:
           };
         }""",
         [
-            event("b", "Bob", 1, 3, [("the", True), ("budget", True), ("is", True), ("fine", True)],
-                  kind="final", start=5.0),
-            event("a", "Alice", 1, 2, [("hello", True), ("everyone", True)], kind="final", start=1.0),
-            event("a", "Alice", 1, 2, [("hello", True), ("everyone", True)], kind="final", start=1.0),
+            event(
+                "b",
+                "Bob",
+                1,
+                3,
+                [("the", True), ("budget", True), ("is", True), ("fine", True)],
+                kind="final",
+                start=5.0,
+            ),
+            event(
+                "a", "Alice", 1, 2, [("hello", True), ("everyone", True)], kind="final", start=1.0
+            ),
+            event(
+                "a", "Alice", 1, 2, [("hello", True), ("everyone", True)], kind="final", start=1.0
+            ),
             event("a", "Alice", 2, 1, [("partial", False)], start=9.0),
             event("a", "Alice", 3, 1, [("un", True), ("café", True)], kind="final", start=9.0),
         ],
@@ -197,8 +267,9 @@ def test_transcript_orders_dedupes_searches_and_writes(page: Any) -> None:
         ("lab", None, "token_invalid"),
     ],
 )
-def test_bad_link_shows_error_screen(page: Any, base_url: str, path_room: str,
-                                     token_kwargs: dict[str, Any] | None, code: str) -> None:
+def test_bad_link_shows_error_screen(
+    page: Any, base_url: str, path_room: str, token_kwargs: dict[str, Any] | None, code: str
+) -> None:
     token = "not.a-token" if token_kwargs is None else fake_token("lab", **token_kwargs)
     page.goto(f"{base_url}/room/{path_room}#token={token}")
     page.reload()  # a new fragment alone does not reload the page
@@ -233,12 +304,18 @@ def test_viewer_settings_persist_and_apply(page: Any) -> None:
           localStorage.setItem('captions.viewer-settings', '{broken');
           const fallback = s.loadSettings();
           const root = document.documentElement;
-          return {loaded, fallback, size: root.dataset.captionSize, preset: root.dataset.captionPreset,
+          return {loaded, fallback, size: root.dataset.captionSize,
+                  preset: root.dataset.captionPreset,
                   font: getComputedStyle(root).getPropertyValue('--caption-size').trim()};
         }"""
     )
-    assert applied["loaded"] == {"size": "XL", "preset": "yellow-on-black", "position": "top",
-                                 "opacity": "0.5", "captionsVisible": True}
+    assert applied["loaded"] == {
+        "size": "XL",
+        "preset": "yellow-on-black",
+        "position": "top",
+        "opacity": "0.5",
+        "captionsVisible": True,
+    }
     assert applied["fallback"]["size"] == "M"
     assert applied["font"] == "2.6rem"
 
@@ -271,8 +348,12 @@ def test_caption_colours_meet_wcag_aa_in_every_preset(page: Any) -> None:
               const rgb = v => v.trim().match(/\\d+/g).slice(0, 3).map(Number);
               const probe = document.createElement('span');
               box.append(probe);
-              const resolve = name => { probe.style.color = `var(${name})`; return rgb(getComputedStyle(probe).color); };
-              const names = ['--caption-text', '--caption-partial', ...[0,1,2,3,4,5,6,7].map(i => '--spk-' + i)];
+              const resolve = name => {
+                probe.style.color = `var(${name})`;
+                return rgb(getComputedStyle(probe).color);
+              };
+              const speakers = [0, 1, 2, 3, 4, 5, 6, 7].map(i => '--spk-' + i);
+              const names = ['--caption-text', '--caption-partial', ...speakers];
               const fg = names.map(resolve);
               probe.remove();
               return {bg: rgb(s.getPropertyValue('--caption-bg-rgb')), fg};

@@ -45,7 +45,7 @@ def test_finish_commits_the_rest_and_prompt_carries_context() -> None:
     la = LocalAgreement()
     la.insert(hyp("one two"))
     la.insert(hyp("one two three"))
-    assert la.prompt == "one two"
+    assert la.prompt == ""  # committed words still in the buffer are re-heard, not prompted
     assert texts(la.finish(hyp("one two three four"))) == ["three", "four"]
     la.reset()
     assert la.committed == [] and la.tail == []
@@ -61,7 +61,9 @@ def test_trim_moves_committed_words_into_prompt() -> None:
     la.trim(1.0)  # a (0-0.4) and b (0.5-0.9) leave the window
     assert texts(la.committed) == ["c", "d"]
     assert la.previous_text == ["a", "b"]
-    assert la.prompt == "b c d"
+    assert la.prompt == "a b"
+    la.reset()
+    assert la.prompt == "b c d"  # the uncommitted "e" is not context
 
 
 @given(st.lists(st.lists(st.sampled_from("abcd"), max_size=8), min_size=1, max_size=12))

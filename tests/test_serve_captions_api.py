@@ -1,0 +1,209 @@
+"""The captions API over real loopback sockets: /captions, /captions/publish, transcripts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from captions.caption_hub import CaptionHub
+from captions.captions_api import HUB_KEY, CaptionsApiLimits, install_captions_api
+from captions.events import CaptionEvent, Speaker, Word
+from captions.store import TranscriptStore
+from sfu.tokens import Grants, mint_token
+
+SECRET = "s" * 40
+ALICE = Speaker("alice-1", "Alice")
+
+
+def token(role: str = "participant", room: str = "r", **extra: Any) -> str:
+    grants = Grants.for_role(room, f"{role}-user", role)  # type: ignore[arg-type]
+    if extra.get("captioner"):
+        grants = Grants.captioner_for(room)
+    return mint_token(SECRET, grants, ttl=extra.get("ttl", 600))
+
+
+def caption(utterance: int, kind: str, text: str, seq: int = 0) -> dict[str, Any]:
+    words = tuple(Word(t, i, i + 0.4, kind == "final") for i, t in enumerate(text.split()))
+    data = CaptionEvent(ALICE, utterance, 1, kind, words, time.time()).to_json()
+    return {**data, "seq": seq, "stream": "s1", "stream_started_at": 1000.0}
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"), max_pending_finals=8)
+    app = web.Application()
+    install_captions_api(
+        app, hub, SECRET, limits=CaptionsApiLimits(auth_timeout_seconds=1.0)
+    )
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+async def receive_until(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        data: dict[str, Any] = json.loads(msg.data)
+        if data["type"] == kind:
+            return data
+
+
+async def test_publish_fans_out_stores_and_acks(client: TestClient[Any, Any]) -> None:
+    reader = await client.ws_connect(f"/captions?token={token()}")
+    hello = await receive_until(reader, "hello")
+    assert hello["room"] == "r" and hello["role"] == "participant"
+    assert (await receive_until(reader, "backlog"))["captions"] == []
+    assert (await receive_until(reader, "room_state"))["captioner"] == "absent"
+
+    pub = await client.ws_connect(f"/captions/publish?token={token(captioner=True)}")
+    assert (await receive_until(reader, "room_state"))["captioner"] == "connected"
+    await pub.send_json(caption(0, "partial", "hello", seq=1))
+    await pub.send_json(caption(0, "final", "hello world", seq=2))
+    await pub.send_json({"type": "room_state", "captions": "off", "participants": 1})
+    assert (await receive_until(pub, "ack"))["seq"] == 2
+    first = await receive_until(reader, "caption")
+    assert first["speaker"] == "alice-1"
+    if first["kind"] == "partial":
+        first = await receive_until(reader, "caption")
+    assert first["kind"] == "final" and first["text"] == "hello world"
+    assert (await receive_until(reader, "room_state"))["captions"] == "off"
+
+    # A late joiner authenticating by message gets the final in its backlog.
+    late = await client.ws_connect("/captions")
+    await late.send_json({"type": "auth", "token": token("guest")})
+    backlog = await receive_until(late, "backlog")
+    assert [c["text"] for c in backlog["captions"]] == ["hello world"]
+
+    # Malformed input gets an error and the sockets stay open.
+    await pub.send_str("{nope")
+    assert (await receive_until(pub, "error"))["code"] == "malformed"
+    await late.send_json({"type": "dance"})
+    assert (await receive_until(late, "error"))["code"] == "unknown_type"
+    await late.send_json({"type": "ping", "id": 7})
+    assert (await receive_until(late, "pong"))["id"] == 7
+    for ws in (reader, pub, late):
+        await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "reason"),
+    [
+        ("", 4401, "token_missing"),
+        ("?token=garbage", 4401, "token_invalid"),
+        ("?token={expired}", 4401, "token_expired"),
+        ("?token={participant}&room=elsewhere", 4403, "wrong_room"),
+    ],
+)
+async def test_refused_tokens_close_with_documented_codes(
+    client: TestClient[Any, Any], query: str, code: int, reason: str
+) -> None:
+    expired = mint_token(SECRET, Grants.for_role("r", "x", "guest"), ttl=1)
+    if "expired" in query:
+        await asyncio.sleep(2.1)
+    ws = await client.ws_connect("/captions" + query.format(expired=expired, participant=token()))
+    if not query:
+        await ws.send_json({"type": "auth"})
+    error = await receive_until(ws, "error")
+    assert error["code"] == reason
+    msg = await ws.receive()
+    assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == code
+    assert msg.extra == reason
+
+
+async def test_publish_needs_the_captioner_grant(client: TestClient[Any, Any]) -> None:
+    ws = await client.ws_connect(f"/captions/publish?token={token('host')}")
+    assert (await receive_until(ws, "error"))["code"] == "forbidden"
+    await ws.receive()
+    assert ws.close_code == 4403
+
+
+async def test_oversize_client_frame_closes_only_that_client(
+    client: TestClient[Any, Any],
+) -> None:
+    good = await client.ws_connect(f"/captions?token={token()}")
+    bad = await client.ws_connect(f"/captions?token={token()}")
+    await receive_until(bad, "room_state")
+    await bad.send_str("x" * 10_000)
+    while not (await bad.receive()).type == aiohttp.WSMsgType.CLOSE:
+        pass
+    assert bad.close_code == 1009
+    pub = await client.ws_connect(f"/captions/publish?token={token(captioner=True)}")
+    await pub.send_json(caption(0, "final", "still here", seq=1))
+    assert (await receive_until(good, "caption"))["text"] == "still here"
+    await good.close()
+    await pub.close()
+
+
+async def test_client_that_never_reads_is_dropped_while_another_keeps_receiving(
+    client: TestClient[Any, Any],
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        silent = await session.ws_connect(
+            client.make_url(f"/captions?token={token()}"), max_msg_size=0
+        )
+        silent._response.connection.protocol.pause_reading()  # type: ignore[union-attr]
+        reader = await client.ws_connect(f"/captions?token={token()}")
+        await receive_until(reader, "room_state")
+        pub = await client.ws_connect(f"/captions/publish?token={token(captioner=True)}")
+        big = " ".join(["word"] * 600)  # about 40 KiB per event with word times
+        hub = client.app[HUB_KEY]
+        assert hub.subscribers("r") == 2
+        dropped_at = None
+        for i in range(1000):
+            await pub.send_json(caption(i, "final", big, seq=i))
+            await receive_until(pub, "ack")
+            data = await receive_until(reader, "caption")
+            assert data["utterance"] == i  # the reading client misses nothing
+            if dropped_at is None and hub.subscribers("r") == 1:
+                dropped_at = i
+            if dropped_at is not None and i >= dropped_at + 20:
+                break
+        assert dropped_at is not None, "the client that never reads was never dropped"
+        # It was closed with too_slow, or aborted when it did not even take the close frame.
+        silent._response.connection.protocol.resume_reading()  # type: ignore[union-attr]
+        while True:
+            msg = await asyncio.wait_for(silent.receive(), 10)
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                break
+        assert silent.close_code in (4008, 1006)
+        await reader.close()
+        await pub.close()
+
+
+async def test_transcript_download_and_delete_are_host_only(
+    client: TestClient[Any, Any],
+) -> None:
+    pub = await client.ws_connect(f"/captions/publish?token={token(captioner=True)}")
+    await pub.send_json(caption(0, "final", "budget is approved", seq=1))
+    await receive_until(pub, "ack")
+    host = token("host")
+    resp = await client.get("/rooms/r/transcript.vtt", headers={"Authorization": f"Bearer {host}"})
+    assert resp.status == 200
+    body = await resp.text()
+    assert body.startswith("WEBVTT") and "<v Alice>budget is approved</v>" in body
+    resp = await client.get(f"/rooms/r/transcript.json?token={host}")
+    assert [e["text"] for e in json.loads(await resp.text())] == ["budget is approved"]
+    for fmt in ("srt", "txt"):
+        resp = await client.get(f"/rooms/r/transcript.{fmt}?token={host}")
+        assert resp.status == 200 and "Alice" in await resp.text()
+    assert (await client.get(f"/rooms/r/transcript.doc?token={host}")).status == 404
+    resp = await client.get(f"/rooms/r/transcript.vtt?token={token()}")
+    assert resp.status == 403 and (await resp.json())["error"] == "forbidden"
+    resp = await client.get("/rooms/r/transcript.vtt")
+    assert resp.status == 401 and (await resp.json())["error"] == "token_missing"
+    resp = await client.get(f"/rooms/other/transcript.vtt?token={host}")
+    assert resp.status == 403 and (await resp.json())["error"] == "wrong_room"
+    assert (await client.delete(f"/rooms/r/transcript?token={token()}")).status == 403
+    assert (await client.delete(f"/rooms/r/transcript?token={host}")).status == 204
+    resp = await client.get(f"/rooms/r/transcript.json?token={host}")
+    assert json.loads(await resp.text()) == []
+    await pub.close()
