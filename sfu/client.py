@@ -1,0 +1,581 @@
+"""A Python participant of the SFU: test bots, the benchmark and the captioning sidecar.
+
+It speaks ``docs/signalling.md`` over ``aiohttp`` and WebRTC through aiortc. Received
+media is never decoded by aiortc: each remote track delivers the publisher's encoded
+frames (``av.Packet``), and :meth:`RemoteTrack.pcm` decodes Opus with PyAV only when
+someone asks for PCM.
+
+Usage::
+
+    client = await SfuClient.connect("http://127.0.0.1:8000", token)
+    await client.publish(audio=WavAudioSource("speech.wav"))      # optional
+    async for event in client.events():                          # ClientEvent
+        if event.type == "track" and event.track.kind == "audio":
+            asyncio.create_task(consume(event.participant, event.track))
+        elif event.type == "participant_updated":                 # mute state
+            print(event.participant.identity, event.participant.audio_muted)
+        elif event.type == "room_state":
+            print(client.captions)       # {"enabled", "language", "changed_by", ...}
+    ...
+    async def consume(participant, track):
+        async for pcm, rate in track.pcm():          # float32 mono, 48000 Hz
+            ...                                       # ends when the track ends
+    await client.close()
+
+Events (``ClientEvent.type``): ``participant_joined``, ``participant_left``,
+``participant_updated`` (mute/publish changes), ``room_state`` (caption state changed;
+also in :attr:`SfuClient.captions`), ``track`` (a new remote track: ``participant``,
+``track``), ``track_ended``, ``error`` (``data`` has ``code`` and ``message``),
+``closed`` (the server closed the socket; ``data["code"]`` is the close code).
+
+Remote participants are in :attr:`SfuClient.participants` (identity ->
+:class:`RemoteParticipant` with ``identity``, ``name``, ``role``, ``audio_muted``,
+``video_muted``, ``audio`` and ``video`` tracks). Hidden participants (the captioner)
+never appear. Host actions: :meth:`SfuClient.set_captions`, :meth:`SfuClient.set_language`;
+a refusal arrives as an ``error`` event with code ``forbidden``.
+
+Bounded queues: the event queue holds 1000 events and each remote track 50 audio /
+30 video frames; when full the oldest entry is dropped (and counted in ``dropped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+import numpy.typing as npt
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from captions.audio import load_audio
+from captions.exceptions import AuthError, CaptionsError, ProtocolError
+from sfu.forwarding import EncodedTrack, receive_encoded
+from sfu.signalling import encode, parse_server_message
+
+OPUS_RATE = 48_000
+OPUS_FRAME = 960  # 20 ms
+VIDEO_CLOCK = 90_000
+EVENT_QUEUE = 1000
+
+
+# ---------------------------------------------------------------- sources
+
+
+class PacedPacketTrack(MediaStreamTrack):
+    """Publishes pre-encoded packets in real time (by their ``pts``), without re-encoding.
+
+    ``sent`` records each payload handed to the sender when ``record`` is true, so tests
+    can compare what arrived with what was sent.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        packets: Sequence[tuple[bytes, int]],
+        clock_rate: int,
+        *,
+        loop: bool = False,
+        record: bool = False,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self._packets = packets
+        self._rate = clock_rate
+        self._time_base = fractions.Fraction(1, clock_rate)
+        self._repeat = loop
+        self._index = 0
+        self._offset = 0
+        self._start: float | None = None
+        self.record = record
+        self.sent: list[bytes] = []
+        self.sent_at: list[float] = []
+
+    @property
+    def duration(self) -> float:
+        return (self._packets[-1][1] + OPUS_FRAME) / self._rate if self._packets else 0.0
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._index >= len(self._packets):
+            if not self._repeat or not self._packets:
+                self.stop()
+                raise MediaStreamError
+            self._offset += self._packets[-1][1] + (
+                self._packets[1][1] if len(self._packets) > 1 else 1
+            )
+            self._index = 0
+        payload, pts = self._packets[self._index]
+        self._index += 1
+        pts += self._offset
+        if self._start is None:
+            self._start = time.monotonic() - pts / self._rate
+        delay = self._start + pts / self._rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        packet = av.Packet(payload)
+        packet.pts = pts
+        packet.time_base = self._time_base
+        if self.record:
+            self.sent.append(payload)
+        self.sent_at.append(time.monotonic())
+        if len(self.sent_at) > 10_000:
+            del self.sent_at[:5000]
+        return packet
+
+
+def encode_opus(
+    pcm: npt.ArrayLike, sample_rate: int, *, bitrate: int = 32_000
+) -> list[tuple[bytes, int]]:
+    """Mono PCM (float, any rate) -> Opus packets ``(payload, pts at 48 kHz)``."""
+    mono = np.asarray(pcm, dtype=np.float32)
+    if mono.ndim > 1:
+        mono = mono.mean(axis=1)
+    if sample_rate != OPUS_RATE:
+        from captions.audio import StreamResampler
+
+        mono = StreamResampler(OPUS_RATE)(mono, sample_rate)
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = OPUS_RATE
+    encoder.layout = "mono"
+    encoder.format = "s16"
+    encoder.bit_rate = bitrate
+    samples = (np.clip(mono, -1, 1) * 32767).astype(np.int16)
+    pad = (-len(samples)) % OPUS_FRAME
+    samples = np.concatenate([samples, np.zeros(pad, np.int16)])
+    packets: list[tuple[bytes, int]] = []
+    for start in range(0, len(samples), OPUS_FRAME):
+        frame = av.AudioFrame.from_ndarray(
+            samples[None, start : start + OPUS_FRAME], format="s16", layout="mono"
+        )
+        frame.sample_rate = OPUS_RATE
+        frame.pts = start
+        for packet in encoder.encode(frame):
+            packets.append((bytes(packet), len(packets) * OPUS_FRAME))
+    for packet in encoder.encode(None):
+        packets.append((bytes(packet), len(packets) * OPUS_FRAME))
+    return packets
+
+
+def encode_test_video(
+    seconds: float, *, width: int = 320, height: int = 240, fps: int = 15, codec: str = "libvpx"
+) -> list[tuple[bytes, int]]:
+    """A moving test pattern as VP8 packets ``(payload, pts at 90 kHz)``."""
+    encoder = av.CodecContext.create(codec, "w")
+    encoder.width = width  # type: ignore[attr-defined]
+    encoder.height = height  # type: ignore[attr-defined]
+    encoder.pix_fmt = "yuv420p"  # type: ignore[attr-defined]
+    encoder.time_base = fractions.Fraction(1, fps)
+    encoder.bit_rate = 300_000
+    encoder.options = {"deadline": "realtime", "lag-in-frames": "0", "cpu-used": "8", "g": str(fps)}
+    packets: list[tuple[bytes, int]] = []
+    ys, xs = np.mgrid[0:height, 0:width]
+    for index in range(int(seconds * fps)):
+        image = np.stack(
+            [(xs + index * 4) % 256, (ys + index * 2) % 256, np.full_like(xs, 128)], axis=-1
+        ).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        frame.pts = index
+        for packet in encoder.encode(frame):  # type: ignore[attr-defined]
+            packets.append((bytes(packet), int(packet.pts or index) * VIDEO_CLOCK // fps))
+    for packet in encoder.encode(None):  # type: ignore[attr-defined]
+        packets.append((bytes(packet), int(packet.pts or 0) * VIDEO_CLOCK // fps))
+    return packets
+
+
+def wav_audio_track(
+    path: str | Path, *, loop: bool = False, record: bool = False
+) -> PacedPacketTrack:
+    """A microphone that plays a sound file (any format PyAV reads) in real time."""
+    pcm = load_audio(path, sample_rate=OPUS_RATE)
+    return PacedPacketTrack(
+        "audio", encode_opus(pcm, OPUS_RATE), OPUS_RATE, loop=loop, record=record
+    )
+
+
+def pcm_audio_track(
+    pcm: npt.ArrayLike, sample_rate: int, *, loop: bool = False, record: bool = False
+) -> PacedPacketTrack:
+    return PacedPacketTrack(
+        "audio", encode_opus(pcm, sample_rate), OPUS_RATE, loop=loop, record=record
+    )
+
+
+def test_video_track(
+    seconds: float = 10.0, *, loop: bool = True, record: bool = False
+) -> PacedPacketTrack:
+    return PacedPacketTrack(
+        "video", encode_test_video(seconds), VIDEO_CLOCK, loop=loop, record=record
+    )
+
+
+# ---------------------------------------------------------------- remote side
+
+
+class RemoteTrack:
+    """One track received from a remote participant, as encoded frames."""
+
+    def __init__(self, kind: str, mid: str) -> None:
+        self.kind = kind
+        self.mid = mid
+        self.buffer = EncodedTrack(kind)
+        self.codec: str | None = None
+        self.frames_received = 0
+        self.received_at: deque[float] = deque(maxlen=10_000)
+
+    def _on_frame(self, packet: av.Packet, codec: RTCRtpCodecParameters) -> None:
+        self.codec = codec.mimeType
+        self.frames_received += 1
+        self.received_at.append(time.monotonic())
+        self.buffer.push(packet)
+
+    @property
+    def dropped(self) -> int:
+        return self.buffer.dropped
+
+    @property
+    def ended(self) -> bool:
+        return self.buffer.readyState != "live"
+
+    def end(self) -> None:
+        self.buffer.stop()
+
+    async def packets(self) -> AsyncIterator[av.Packet]:
+        """Encoded frames as the publisher sent them, until the track ends."""
+        while True:
+            try:
+                yield await self.buffer.recv()
+            except MediaStreamError:
+                return
+
+    async def pcm(self) -> AsyncIterator[tuple[npt.NDArray[np.float32], int]]:
+        """Decoded audio: ``(float32 mono samples, 48000)`` per Opus frame."""
+        decoder = av.CodecContext.create("opus", "r")
+        async for packet in self.packets():
+            try:
+                frames = decoder.decode(packet)
+            except av.FFmpegError:
+                continue  # one corrupt frame; the next decodes
+            for frame in frames:
+                data = frame.to_ndarray().astype(np.float32)
+                if frame.format.name.startswith("s16"):
+                    data /= 32768.0
+                if frame.format.is_planar:
+                    mono = data.mean(axis=0)
+                else:
+                    mono = data.reshape(-1, len(frame.layout.channels)).mean(axis=1)
+                yield mono.astype(np.float32), frame.sample_rate
+
+
+@dataclass
+class RemoteParticipant:
+    identity: str
+    name: str
+    role: str = "participant"
+    audio_muted: bool = False
+    video_muted: bool = False
+    audio_published: bool = False
+    video_published: bool = False
+    audio: RemoteTrack | None = None
+    video: RemoteTrack | None = None
+
+    def update(self, info: dict[str, Any]) -> None:
+        self.name = str(info.get("name", self.name))
+        self.role = str(info.get("role", self.role))
+        for kind in ("audio", "video"):
+            state = info.get(kind) or {}
+            setattr(self, f"{kind}_muted", bool(state.get("muted", False)))
+            setattr(self, f"{kind}_published", bool(state.get("published", False)))
+
+
+@dataclass
+class ClientEvent:
+    type: str
+    participant: RemoteParticipant | None = None
+    track: RemoteTrack | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- client
+
+
+class SfuClient:
+    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._http = http
+        self._ws = ws
+        self.me: dict[str, Any] = {}
+        self.room = ""
+        self.participants: dict[str, RemoteParticipant] = {}
+        self.captions: dict[str, Any] = {}
+        self.errors: list[dict[str, Any]] = []
+        self.close_code: int | None = None
+        self.publisher_pc: RTCPeerConnection | None = None
+        self.subscriber_pc: RTCPeerConnection | None = None
+        self.published: dict[str, PacedPacketTrack] = {}
+        self._tracks_by_mid: dict[str, RemoteTrack] = {}
+        self._events: deque[ClientEvent] = deque(maxlen=EVENT_QUEUE)
+        self._event_ready = asyncio.Event()
+        self._answer: asyncio.Future[str] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._subscriber_lock = asyncio.Lock()
+        self.offers_answered = 0
+        self.dropped_events = 0
+
+    @classmethod
+    async def connect(cls, url: str, token: str, *, room: str | None = None) -> SfuClient:
+        """Joins the room of ``token`` on the SFU at ``url`` (http(s)://host:port)."""
+        http = aiohttp.ClientSession()
+        ws_url = url.rstrip("/").replace("http", "ws", 1) + "/ws"
+        try:
+            ws = await http.ws_connect(ws_url, max_msg_size=0)
+        except (aiohttp.ClientError, OSError) as exc:
+            await http.close()
+            raise ProtocolError(f"cannot reach the SFU at {ws_url}: {exc}") from exc
+        client = cls(http, ws)
+        join: dict[str, Any] = {"type": "join", "token": token}
+        if room is not None:
+            join["room"] = room
+        await ws.send_str(encode(join))
+        first = await ws.receive()
+        if first.type != aiohttp.WSMsgType.TEXT:
+            await client.close()
+            raise ProtocolError(f"the SFU closed the connection (code {ws.close_code})")
+        message = parse_server_message(first.data)
+        if message["type"] == "error":
+            await client.close()
+            error = AuthError(message.get("message", "refused"))
+            error.code = str(message.get("code"))
+            raise error
+        client._on_joined(message)
+        client._reader = asyncio.ensure_future(client._read())
+        return client
+
+    # ------------------------------------------------------------ public API
+
+    async def publish(
+        self,
+        *,
+        audio: MediaStreamTrack | None = None,
+        video: MediaStreamTrack | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """(Re)negotiates the publisher connection with these tracks."""
+        if self.publisher_pc is None:
+            self.publisher_pc = RTCPeerConnection()
+        pc = self.publisher_pc
+        for kind, track in (("audio", audio), ("video", video)):
+            if track is None:
+                continue
+            existing = next((t for t in pc.getTransceivers() if t.kind == kind), None)
+            if existing is not None:
+                existing.sender.replaceTrack(track)
+                existing.direction = "sendonly"
+            else:
+                pc.addTransceiver(track, direction="sendonly")
+            self.published[kind] = track  # type: ignore[assignment]
+        offer = await pc.createOffer()
+        await pc.setLocalDescription(offer)
+        self._answer = asyncio.get_running_loop().create_future()
+        await self._send({"type": "offer", "sdp": pc.localDescription.sdp})
+        sdp = await asyncio.wait_for(self._answer, timeout)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    async def unpublish_video(self, timeout: float = 10.0) -> None:
+        """Stops the camera: the video m-line becomes inactive."""
+        pc = self.publisher_pc
+        if pc is None:
+            return
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                transceiver.direction = "inactive"
+                transceiver.sender.replaceTrack(None)
+        self.published.pop("video", None)
+        offer = await pc.createOffer()
+        await pc.setLocalDescription(offer)
+        self._answer = asyncio.get_running_loop().create_future()
+        await self._send({"type": "offer", "sdp": pc.localDescription.sdp})
+        sdp = await asyncio.wait_for(self._answer, timeout)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    async def set_muted(self, kind: str, muted: bool) -> None:
+        await self._send({"type": "mute", "kind": kind, "muted": muted})
+
+    async def set_captions(self, enabled: bool) -> None:
+        await self._send({"type": "set_captions", "enabled": enabled})
+
+    async def set_language(self, language: str) -> None:
+        await self._send({"type": "set_language", "language": language})
+
+    async def send_raw(self, text: str) -> None:
+        """Sends any text frame (tests use it for malformed input)."""
+        await self._ws.send_str(text)
+
+    async def events(self) -> AsyncIterator[ClientEvent]:
+        """Room events until the connection closes."""
+        while True:
+            while self._events:
+                event = self._events.popleft()
+                yield event
+                if event.type == "closed":
+                    return
+            self._event_ready.clear()
+            await self._event_ready.wait()
+
+    async def wait_for(self, type: str, *, timeout: float = 10.0, **match: Any) -> ClientEvent:
+        """The next event of ``type`` whose ``data`` fields or participant match."""
+
+        async def find() -> ClientEvent:
+            async for event in self.events():
+                if event.type == type and all(
+                    event.data.get(k) == v
+                    or (event.participant is not None and getattr(event.participant, k, None) == v)
+                    for k, v in match.items()
+                ):
+                    return event
+                if event.type == "closed" and type != "closed":
+                    raise ProtocolError(f"connection closed ({event.data.get('code')})")
+            raise ProtocolError("connection closed")
+
+        return await asyncio.wait_for(find(), timeout)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        with contextlib.suppress(Exception):
+            await self._ws.close()
+        for track in self._tracks_by_mid.values():
+            track.end()
+        for pc in (self.publisher_pc, self.subscriber_pc):
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+        await self._http.close()
+
+    async def __aenter__(self) -> SfuClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------ internals
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self._ws.send_str(encode(message))
+
+    def _emit(self, event: ClientEvent) -> None:
+        if len(self._events) == self._events.maxlen:
+            self.dropped_events += 1
+        self._events.append(event)
+        self._event_ready.set()
+
+    def _on_joined(self, message: dict[str, Any]) -> None:
+        self.me = message.get("you", {})
+        self.room = str(message.get("room", ""))
+        self.captions = message.get("captions", {})
+        for info in message.get("participants", []):
+            participant = RemoteParticipant(identity=info["identity"], name=info.get("name", ""))
+            participant.update(info)
+            self.participants[participant.identity] = participant
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self._ws:
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    message = parse_server_message(frame.data)
+                except CaptionsError:
+                    continue
+                await self._handle(message)
+        finally:
+            self.close_code = self._ws.close_code
+            for track in self._tracks_by_mid.values():
+                track.end()
+            self._emit(ClientEvent("closed", data={"code": self.close_code}))
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "answer":
+            if self._answer is not None and not self._answer.done():
+                self._answer.set_result(message["sdp"])
+        elif kind == "offer":
+            await self._on_subscriber_offer(message)
+        elif kind in ("participant_joined", "participant_updated"):
+            info = message["participant"]
+            participant = self.participants.get(info["identity"])
+            if participant is None:
+                participant = RemoteParticipant(
+                    identity=info["identity"], name=info.get("name", "")
+                )
+                self.participants[participant.identity] = participant
+            participant.update(info)
+            if info["identity"] != self.me.get("identity"):
+                self._emit(ClientEvent(kind, participant=participant, data=info))
+        elif kind == "participant_left":
+            participant = self.participants.pop(message["identity"], None)
+            self._emit(ClientEvent(kind, participant=participant, data=message))
+        elif kind == "room_state":
+            self.captions = message["captions"]
+            self._emit(ClientEvent(kind, data=message["captions"]))
+        elif kind == "error":
+            self.errors.append(message)
+            self._emit(ClientEvent("error", data=message))
+        elif kind == "pong":
+            self._emit(ClientEvent("pong", data=message))
+
+    async def _on_subscriber_offer(self, message: dict[str, Any]) -> None:
+        async with self._subscriber_lock:
+            if self.subscriber_pc is None:
+                self.subscriber_pc = RTCPeerConnection()
+            pc = self.subscriber_pc
+            described = {t["mid"]: t for t in message.get("tracks", [])}
+            new_receivers: list[Any] = []
+            pc.on("track", lambda track: new_receivers.append(track))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+            for transceiver in pc.getTransceivers():
+                mid = transceiver.mid
+                if mid is None or mid in self._tracks_by_mid or mid not in described:
+                    continue
+                if transceiver.receiver.track not in new_receivers:
+                    continue
+                remote = RemoteTrack(transceiver.kind, mid)
+                receive_encoded(transceiver.receiver, remote._on_frame)
+                self._tracks_by_mid[mid] = remote
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+            await self._send({"type": "answer", "sdp": pc.localDescription.sdp})
+            self.offers_answered += 1
+            for mid, info in described.items():
+                remote_track = self._tracks_by_mid.get(mid)
+                if remote_track is None:
+                    continue
+                participant = self.participants.get(info["identity"])
+                if participant is None:
+                    participant = RemoteParticipant(
+                        identity=info["identity"], name=info.get("name", "")
+                    )
+                    self.participants[participant.identity] = participant
+                if info.get("active", True) and not remote_track.ended:
+                    if getattr(participant, info["kind"]) is not remote_track:
+                        setattr(participant, info["kind"], remote_track)
+                        self._emit(
+                            ClientEvent("track", participant=participant, track=remote_track)
+                        )
+                elif not remote_track.ended:
+                    remote_track.end()
+                    if getattr(participant, info["kind"]) is remote_track:
+                        setattr(participant, info["kind"], None)
+                    self._emit(
+                        ClientEvent("track_ended", participant=participant, track=remote_track)
+                    )
