@@ -1,0 +1,422 @@
+"""Engine ``kyutai-remote``: a client of any ``/api/asr-streaming`` server.
+
+Works against a real ``moshi-server`` or our own :mod:`captions.asr_server`, so the
+captioning sidecar can use a GPU pool of Kyutai servers on other machines.
+
+- One WebSocket per speaker (``websockets``), key in the ``kyutai-api-key`` header.
+- Audio arrives at 24 kHz (the runtime resamples) and leaves in 80 ms ``Audio`` frames.
+- ``Word`` opens a word (the partial); ``EndWord`` (or the next ``Word``) makes it
+  final. A silence longer than ``utterance_gap_seconds`` after the last word closes
+  the utterance, as does a server pause probability (``Step.prs``) above
+  ``end_of_turn_threshold``.
+- Closing a stream sends a ``Marker`` and then silence until the marker comes back
+  (at most ``flush_timeout`` seconds), so the last words arrive.
+- A muted speaker sends nothing; after ``keepalive_seconds`` without audio one frame of
+  silence goes out, so the server (which closes after 120 s without audio) keeps the
+  connection. Inserted silence is subtracted from the server's word times.
+- A dropped connection reconnects with exponential backoff; audio is kept meanwhile
+  (at most ``max_buffer_seconds``, oldest dropped) and times stay on our timeline.
+
+The network runs on its own asyncio loop in a background thread; :meth:`step` (on the
+runtime's worker thread) only moves audio and received messages across, and a
+session's ``wake()`` tells the worker when messages arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import websockets
+
+from captions.audio import PCM
+from captions.engine import AudioInbox, Engine, EngineInfo, Session
+from captions.engines import EngineOptions, ModelListing
+from captions.events import Word
+from captions.exceptions import EngineError, ProtocolError
+from captions.kyutai_protocol import (
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    Audio,
+    EndWord,
+    Error,
+    Marker,
+    Step,
+    WordMessage,
+    decode_server_message,
+    encode,
+)
+from captions.track import CaptionTrack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    url: str
+    api_key: str | None = None
+    delay_seconds: float = 0.5
+    utterance_gap_seconds: float = 1.5
+    end_of_turn_threshold: float = 0.6
+    end_of_turn_head: int = 2
+    keepalive_seconds: float = 5.0
+    flush_timeout: float = 10.0
+    max_buffer_seconds: float = 10.0
+    backoff_initial: float = 0.25
+    backoff_max: float = 10.0
+    max_message_bytes: int = 1 << 20
+    max_received_messages: int = 4096
+
+
+class _Timeline:
+    """Maps the server's times (which include inserted silence) back to ours."""
+
+    def __init__(self) -> None:
+        self.base = 0.0  # our time at which the current connection's time 0 lies
+        self._starts: list[float] = []  # server seconds where silence was inserted
+        self._totals: list[float] = []  # inserted seconds up to and including that one
+
+    def reconnected(self, our_seconds: float) -> None:
+        self.base = our_seconds
+        self._starts.clear()
+        self._totals.clear()
+
+    def inserted(self, server_seconds: float, seconds: float) -> None:
+        total = (self._totals[-1] if self._totals else 0.0) + seconds
+        self._starts.append(server_seconds)
+        self._totals.append(total)
+        if len(self._starts) > 4096:  # keep it bounded: merge the oldest half
+            del self._starts[:2048]
+            del self._totals[:2048]
+
+    def ours(self, server_seconds: float) -> float:
+        i = bisect.bisect_right(self._starts, server_seconds)
+        inserted = self._totals[i - 1] if i else 0.0
+        return self.base + max(0.0, server_seconds - inserted)
+
+
+@dataclass(eq=False)
+class RemoteSession(Session):
+    received: deque[WordMessage | EndWord | Step | None] = field(default_factory=deque)
+    """Messages from the network thread, in our time; ``None`` means the stream ended."""
+    ending: bool = False
+    done: bool = False
+    open_word: Word | None = None
+    last_end: float = 0.0
+    connection: _Connection | None = None
+
+    def ready(self) -> bool:
+        if self.finished:
+            return False
+        if self.received or self.inbox.available or self.flush_requested:
+            return True
+        return self.end_requested and (not self.ending or self.done)
+
+
+class _Connection:
+    """One speaker's WebSocket, run on the engine's network loop."""
+
+    def __init__(
+        self, session: RemoteSession, settings: RemoteSettings, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.loop = loop
+        self.audio: deque[PCM] = deque()
+        self.audio_samples = 0
+        self.our_samples = 0  # samples of real audio sent, on our timeline
+        self.server_samples = 0  # samples sent on the current connection
+        self.timeline = _Timeline()
+        self.ending = False
+        self.closed = False
+        self._wake = asyncio.Event()
+        self._marker_ids = itertools.count(1)
+        self.task: asyncio.Task[None] | None = None
+        self.connects = 0
+        self.marker: int | None = None
+
+    # Called on the network loop (through call_soon_threadsafe).
+    def feed(self, pcm: PCM) -> None:
+        self.audio.append(pcm)
+        self.audio_samples += pcm.size
+        cap = int(self.settings.max_buffer_seconds * SAMPLE_RATE)
+        while self.audio_samples > cap and len(self.audio) > 1:
+            dropped = self.audio.popleft()  # the server is unreachable: drop the oldest
+            self.audio_samples -= dropped.size
+            self.our_samples += dropped.size
+            self.session.track.degraded = True
+        self._wake.set()
+
+    def finish(self) -> None:
+        self.ending = True
+        self._wake.set()
+
+    def _deliver(self, message: WordMessage | EndWord | Step | None) -> None:
+        received = self.session.received
+        if len(received) >= self.settings.max_received_messages:
+            received.popleft()  # bounded: the worker is far behind; lose the oldest
+        received.append(message)
+        self.session.wake()
+
+    async def run(self) -> None:
+        backoff = self.settings.backoff_initial
+        try:
+            while not self.closed:
+                try:
+                    if await self._session_once():
+                        return
+                    backoff = self.settings.backoff_initial
+                except (OSError, websockets.WebSocketException, ProtocolError, TimeoutError) as exc:
+                    if self.ending:  # closing anyway: finish with what arrived
+                        log.warning("kyutai-remote %s: %s while closing", self.settings.url, exc)
+                        return
+                    log.warning(
+                        "kyutai-remote %s: %s; retrying in %.1fs", self.settings.url, exc, backoff
+                    )
+                await asyncio.sleep(backoff)
+                backoff = min(self.settings.backoff_max, backoff * 2)
+        finally:
+            self._deliver(None)
+
+    async def _session_once(self) -> bool:
+        """Runs one connection; True when the stream is complete."""
+        headers = {"kyutai-api-key": self.settings.api_key} if self.settings.api_key else {}
+        async with websockets.connect(
+            self.settings.url,
+            additional_headers=headers,
+            max_size=self.settings.max_message_bytes,
+            open_timeout=10,
+        ) as ws:
+            self.connects += 1
+            self.server_samples = 0
+            self.timeline.reconnected(self.our_samples / SAMPLE_RATE)
+            receiver = asyncio.create_task(self._receive(ws))
+            try:
+                return await self._send(ws, receiver)
+            finally:
+                receiver.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await receiver
+
+    async def _send(self, ws: websockets.ClientConnection, receiver: asyncio.Task[bool]) -> bool:
+        pending = np.zeros(0, dtype=np.float32)
+        idle = 0.0
+        while True:
+            if receiver.done():
+                return receiver.result()  # raises what the receiver raised
+            while self.audio:
+                chunk = self.audio.popleft()
+                self.audio_samples -= chunk.size
+                pending = np.concatenate([pending, chunk])
+            while pending.size >= FRAME_SAMPLES:
+                await ws.send(encode(Audio(pending[:FRAME_SAMPLES])))
+                pending = pending[FRAME_SAMPLES:]
+                self.our_samples += FRAME_SAMPLES
+                self.server_samples += FRAME_SAMPLES
+                idle = 0.0
+            if self.ending and not self.audio:
+                if pending.size:
+                    pad = np.zeros(FRAME_SAMPLES - pending.size, dtype=np.float32)
+                    await ws.send(encode(Audio(np.concatenate([pending, pad]))))
+                    self.our_samples += pending.size
+                    self.server_samples += FRAME_SAMPLES
+                    pending = pending[:0]
+                return await self._flush(ws, receiver)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=0.1)
+            except TimeoutError:
+                idle += 0.1
+            if idle >= self.settings.keepalive_seconds:
+                # Muted speaker: one frame of silence keeps the server from timing out.
+                self.timeline.inserted(
+                    self.server_samples / SAMPLE_RATE, FRAME_SAMPLES / SAMPLE_RATE
+                )
+                await ws.send(encode(Audio(np.zeros(FRAME_SAMPLES, dtype=np.float32))))
+                self.server_samples += FRAME_SAMPLES
+                idle = 0.0
+
+    async def _flush(self, ws: websockets.ClientConnection, receiver: asyncio.Task[bool]) -> bool:
+        """Marker, then silence until the marker is echoed (or the time runs out)."""
+        self.marker = next(self._marker_ids)
+        await ws.send(encode(Marker(self.marker)))
+        silence = encode(Audio(np.zeros(FRAME_SAMPLES, dtype=np.float32)))
+        deadline = self.loop.time() + self.settings.flush_timeout
+        while not receiver.done() and self.loop.time() < deadline:
+            await ws.send(silence)
+            self.server_samples += FRAME_SAMPLES
+            await asyncio.sleep(0.01)  # faster than real time, so flushing is quick
+        with contextlib.suppress(Exception):
+            await ws.close()
+        return True
+
+    async def _receive(self, ws: websockets.ClientConnection) -> bool:
+        async for data in ws:
+            if isinstance(data, str):
+                raise ProtocolError("server sent a text frame")
+            message = decode_server_message(data, max_bytes=self.settings.max_message_bytes)
+            if isinstance(message, WordMessage):
+                self._deliver(WordMessage(message.text, self.timeline.ours(message.start_time)))
+            elif isinstance(message, EndWord):
+                self._deliver(EndWord(self.timeline.ours(message.stop_time)))
+            elif isinstance(message, Step):
+                self._deliver(message)
+            elif isinstance(message, Marker):
+                if self.ending and message.id == self.marker:
+                    return True
+            elif isinstance(message, Error):
+                raise ProtocolError(f"server error: {message.message}")
+        raise ConnectionError("server closed the connection")
+
+
+class KyutaiRemoteEngine(Engine):
+    def __init__(self, settings: RemoteSettings, *, max_streams: int | None = None) -> None:
+        if not settings.url.startswith(("ws://", "wss://")):
+            raise EngineError(f"--kyutai-url must be ws:// or wss://, got {settings.url!r}")
+        self.settings = settings
+        self.info = EngineInfo(
+            name="kyutai-remote",
+            sample_rate=SAMPLE_RATE,
+            frame_samples=FRAME_SAMPLES,
+            delay_seconds=settings.delay_seconds,
+            languages=("en", "fr"),
+            max_streams=max_streams,
+            model=settings.url,
+            description=f"Kyutai ASR streaming server at {settings.url}",
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="kyutai-remote-net", daemon=True
+        )
+        self._thread.start()
+
+    def create_session(
+        self, track: CaptionTrack, inbox: AudioInbox, *, language: str | None = None
+    ) -> RemoteSession:
+        session = RemoteSession(track=track, inbox=inbox, language=language)
+        connection = _Connection(session, self.settings, self._loop)
+        session.connection = connection
+
+        def start() -> None:
+            connection.task = self._loop.create_task(connection.run())
+
+        self._loop.call_soon_threadsafe(start)
+        return session
+
+    def step(self, sessions: Sequence[Session]) -> None:
+        for s in sessions:
+            if not isinstance(s, RemoteSession) or s.connection is None:
+                continue
+            if s.inbox.available:
+                _, pcm = s.inbox.take()
+                self._loop.call_soon_threadsafe(s.connection.feed, pcm)
+            if s.end_requested and not s.ending:
+                s.ending = True
+                self._loop.call_soon_threadsafe(s.connection.finish)
+            self._apply_received(s)
+            if s.flush_requested:
+                s.flush_requested = False
+                self._close_utterance(s)
+            if s.ending and s.done:
+                self._close_utterance(s)
+                s.end_requested = False
+                s.finished = True
+
+    def _apply_received(self, s: RemoteSession) -> None:
+        while s.received:
+            message = s.received.popleft()
+            if message is None:
+                s.done = True
+            elif isinstance(message, WordMessage):
+                if s.open_word is not None:
+                    self._end_word(s, max(s.open_word.start, message.start_time))
+                if (
+                    s.track.is_open
+                    and message.start_time - s.last_end > self.settings.utterance_gap_seconds
+                ):
+                    s.track.end_utterance()
+                s.open_word = Word(message.text, message.start_time, message.start_time)
+                s.track.update(tail=[s.open_word])
+            elif isinstance(message, EndWord):
+                if s.open_word is not None:
+                    self._end_word(s, message.stop_time)
+            else:
+                self._on_step(s, message)
+
+    def _on_step(self, s: RemoteSession, step: Step) -> None:
+        head = self.settings.end_of_turn_head
+        paused = len(step.prs) > head and step.prs[head] > self.settings.end_of_turn_threshold
+        heard = step.step_idx * FRAME_SAMPLES / SAMPLE_RATE - self.settings.delay_seconds
+        silent = heard - s.last_end > self.settings.utterance_gap_seconds
+        if s.open_word is None and s.track.is_open and (paused or silent):
+            s.track.end_utterance()
+
+    def _end_word(self, s: RemoteSession, end: float) -> None:
+        assert s.open_word is not None
+        word = Word(s.open_word.text, s.open_word.start, max(s.open_word.start, end))
+        s.open_word = None
+        s.last_end = word.end
+        s.track.update(commit=[word])
+
+    def _close_utterance(self, s: RemoteSession) -> None:
+        if s.open_word is not None:
+            self._end_word(s, s.open_word.end)
+        s.track.end_utterance()
+
+    def release_session(self, session: Session) -> None:
+        if isinstance(session, RemoteSession) and session.connection is not None:
+            connection = session.connection
+
+            def stop() -> None:
+                connection.closed = True
+                if connection.task is not None and not connection.task.done():
+                    connection.task.cancel()
+
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(stop)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+
+def load(options: EngineOptions) -> KyutaiRemoteEngine:
+    if not options.kyutai_url:
+        raise EngineError(
+            "kyutai-remote needs --kyutai-url ws://HOST:PORT/api/asr-streaming "
+            "(and --kyutai-api-key KEY)"
+        )
+    settings = RemoteSettings(url=options.kyutai_url, api_key=options.kyutai_api_key)
+    return KyutaiRemoteEngine(settings, max_streams=options.max_streams)
+
+
+def available_models() -> list[ModelListing]:
+    return [
+        ModelListing(
+            "kyutai-remote",
+            "-",
+            "--kyutai-url",
+            True,
+            "any /api/asr-streaming server (moshi-server or `captions asr-serve`)",
+        )
+    ]

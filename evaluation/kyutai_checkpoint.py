@@ -1,0 +1,149 @@
+"""Random-weight Kyutai STT checkpoints, laid out exactly like a published one.
+
+Kyutai's weights are not available offline, so tests and the benchmark build a model
+from ``moshi``'s own classes with random weights and save it as ``config.json``, the
+LM safetensors, the Mimi safetensors and a sentencepiece tokenizer (trained here on a
+few sentences). The engine then loads it through the same code path as real weights.
+
+Two Mimi sizes: ``"tiny"`` (fast enough for unit tests) and ``"real"`` (moshi's
+published Mimi architecture, for timing the encoder on this CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import sentencepiece
+import torch
+from moshi.models import loaders
+from safetensors.torch import save_file
+
+TEXT_CARD = 64
+_SENTENCES = [
+    "the quick brown fox jumps over the lazy dog",
+    "captions help people follow the meeting",
+    "hello everyone and welcome to the weekly call",
+    "she sells sea shells by the sea shore",
+    "a streaming model emits words with a short delay",
+    "numbers like one two three four five six seven",
+    "bonjour tout le monde et bienvenue",
+]
+
+_TINY_MIMI: dict[str, Any] = {
+    "sample_rate": 24000,
+    "channels": 1,
+    "frame_rate": 12.5,
+    "seanet": {
+        **loaders._seanet_kwargs,
+        "dimension": 32,
+        "n_filters": 4,
+    },
+    "quantizer": {
+        "dimension": 16,
+        "n_q": 8,
+        "bins": 64,
+        "input_dimension": 32,
+        "output_dimension": 32,
+    },
+    "transformer": {
+        **loaders._transformer_kwargs,
+        "d_model": 32,
+        "num_heads": 2,
+        "num_layers": 1,
+        "dim_feedforward": 64,
+        "context": 50,
+        "input_dimension": 32,
+        "output_dimensions": [32],
+    },
+}
+
+
+def _tokenizer_bytes(vocab_size: int) -> bytes:
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(_SENTENCES * 4),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        # Kyutai's convention: 0 ends padding (word boundary), 3 is padding.
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def write_random_checkpoint(
+    directory: Path,
+    *,
+    mimi: str = "tiny",
+    dim: int = 64,
+    num_layers: int = 2,
+    n_q: int = 8,
+    audio_delay_seconds: float = 0.48,
+    audio_silence_prefix_seconds: float = 0.0,
+    extra_heads: int = 0,
+    seed: int = 0,
+) -> Path:
+    """Writes a random-weight STT checkpoint into ``directory``; returns it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if mimi == "tiny":
+        mimi_config = copy.deepcopy(_TINY_MIMI)
+    elif mimi == "real":
+        mimi_config = copy.deepcopy(loaders._mimi_config)
+    else:
+        raise ValueError(f"unknown mimi size {mimi!r}")
+    mimi_config["quantizer"]["n_q"] = max(n_q, mimi_config["quantizer"]["n_q"])
+    card = mimi_config["quantizer"]["bins"]
+    lm_config: dict[str, Any] = {
+        "dim": dim,
+        "text_card": TEXT_CARD,
+        "existing_text_padding_id": 3,
+        "n_q": n_q,
+        "dep_q": 0,
+        "card": card,
+        "num_heads": 4,
+        "num_layers": num_layers,
+        "hidden_scale": 2,
+        "causal": True,
+        "context": 200,
+        "max_period": 10000,
+        "gating": "silu",
+        "norm": "rms_norm_f32",
+        "positional_embedding": "rope",
+        "delays": [0] * (n_q + 1),
+        "extra_heads_num_heads": extra_heads,
+        "extra_heads_dim": 6,
+    }
+    lm = loaders.get_moshi_lm(None, lm_kwargs=lm_config, device="cpu", dtype=torch.float32)
+    mimi_model = loaders.get_mimi(None, mimi_config, device="cpu", num_codebooks=n_q)
+    save_file(
+        {k: v.contiguous() for k, v in lm.state_dict().items()}, directory / "model.safetensors"
+    )
+    save_file(
+        {k: v.contiguous() for k, v in mimi_model.state_dict().items()},
+        directory / "mimi.safetensors",
+    )
+    (directory / "tokenizer.model").write_bytes(_tokenizer_bytes(TEXT_CARD))
+    (directory / "mimi_config.json").write_text(json.dumps(mimi_config))
+    config = {
+        **lm_config,
+        "model_type": "stt",
+        "moshi_name": "model.safetensors",
+        "mimi_name": "mimi.safetensors",
+        "mimi_config_name": "mimi_config.json",
+        "tokenizer_name": "tokenizer.model",
+        "stt_config": {
+            "audio_delay_seconds": audio_delay_seconds,
+            "audio_silence_prefix_seconds": audio_silence_prefix_seconds,
+        },
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    return directory
