@@ -131,9 +131,9 @@ def run_table(engine: str, result: Any) -> Table:
     if data["error"]:
         caption += f"\n[red]{data['error']}[/]"
     table = Table(title=f"captions bench: {engine}, {data['speakers']} speaker(s)", caption=caption)
-    for name in ("stream", "items", "audio s", "first p50", "final p50", "final p95", "eou p50"):
-        table.add_column(name, justify="left" if name == "stream" else "right")
-    table.add_column("dropped s", justify="right")
+    table.add_column("stream", no_wrap=True)
+    for name in ("items", "audio s", "first p50", "final p50", "final p95", "eou p50", "dropped s"):
+        table.add_column(name, justify="right")
     for s in data["streams"]:
         table.add_row(
             s["speaker"] + (" [yellow](degraded)[/]" if s["degraded"] else ""),
