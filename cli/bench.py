@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from captions.engines import create_engine
-from cli.common import add_engine_arguments, engine_options
-from cli.eval import load_items
+from cli.common import engine_options
+from cli.eval import add_run_arguments, load_items, positive
 from evaluation.manifest import DEFAULT_MANIFEST
 
 
@@ -25,49 +24,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             f"and reports per-stream latencies, RTF and CPU. Default manifest: {DEFAULT_MANIFEST}"
         ),
     )
-    parser.add_argument("manifests", nargs="*", type=Path, metavar="MANIFEST")
-    parser.add_argument("--speakers", type=_count, default=1, metavar="N")
+    add_run_arguments(parser)
+    parser.add_argument("--speakers", type=positive(int), default=1, metavar="N")
     parser.add_argument(
         "--find-max",
         action="store_true",
         help="search the largest N (up to --max-speakers) keeping final_p95 under --target",
     )
-    parser.add_argument("--max-speakers", type=_count, default=16, metavar="N")
+    parser.add_argument("--max-speakers", type=positive(int), default=16, metavar="N")
     parser.add_argument(
         "--target", type=float, default=3.0, help="final_p95 bound in seconds (default: 3)"
     )
     parser.add_argument(
         "--seconds",
-        type=_positive_seconds,
+        type=positive(float),
         default=30.0,
         help="audio each speaker streams per run; a run lasts about this plus one item "
         "(default: 30)",
     )
-    parser.add_argument("--tail-seconds", type=float, default=2.0)
-    parser.add_argument("--align-model", metavar="PATH")
-    parser.add_argument("--json", type=Path, metavar="OUT", help="write the results as JSON")
-    add_engine_arguments(parser)
     parser.set_defaults(func=run)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -15,6 +16,8 @@ from captions.engines import create_engine
 from captions.exceptions import ManifestError
 from cli.common import add_engine_arguments, engine_options
 from evaluation.manifest import DEFAULT_MANIFEST, ManifestItem, check_audio_files, read_manifest
+
+T = TypeVar("T", int, float)
 
 # Runs with more items than this get a progress bar.
 _PROGRESS_FROM = 3
@@ -30,16 +33,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             f"offline WER, and latencies. Default manifest: {DEFAULT_MANIFEST}"
         ),
     )
+    add_run_arguments(parser)
+    parser.add_argument("--plot", type=Path, metavar="OUT.png", help="PNG of latency histograms")
+    parser.add_argument("--limit", type=positive(int), metavar="N", help="first N items only")
+    parser.add_argument(
+        "--no-offline", action="store_true", help="skip the offline WER of whole items"
+    )
+    parser.set_defaults(func=run)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Manifests, engine and scoring options shared by ``eval`` and ``bench``."""
     parser.add_argument("manifests", nargs="*", type=Path, metavar="MANIFEST")
     add_engine_arguments(parser)
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the results as JSON")
-    parser.add_argument("--plot", type=Path, metavar="OUT.png", help="PNG of latency histograms")
-    parser.add_argument("--limit", type=_positive_int, metavar="N", help="first N items only")
     parser.add_argument(
         "--tail-seconds",
         type=float,
         default=2.0,
-        help="silence streamed after each item before the stream closes (default: 2)",
+        help="silence streamed after each item before its stream closes (default: 2)",
     )
     parser.add_argument(
         "--align-model",
@@ -47,20 +59,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="CTranslate2 Whisper model for word timings of items without 'words' "
         "(default: the bundled tiny.en)",
     )
-    parser.add_argument(
-        "--no-offline", action="store_true", help="skip the offline WER of whole items"
-    )
-    parser.set_defaults(func=run)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type: ``kind`` parsed from the text, and greater than zero."""
+
+    def parse(text: str) -> T:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError("must be greater than zero")
+        return value
+
+    return parse
 
 
 def load_items(manifests: list[Path], limit: int | None) -> list[ManifestItem]:

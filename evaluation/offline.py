@@ -54,28 +54,24 @@ class FasterWhisper:
 
         return WhisperModel(str(self.model_path), device=self.device, compute_type="int8")
 
-    def _language(self, language: str | None) -> str | None:
-        return language if self._model.model.is_multilingual else None
-
-    def transcribe(self, pcm: PCM, language: str | None = None) -> str:
+    def _segments(self, pcm: PCM, language: str | None, *, word_timestamps: bool) -> Any:
+        """Greedy decoding of the whole item, no VAD, no conditioning on earlier text."""
         segments, _ = self._model.transcribe(
             pcm,
-            language=self._language(language),
+            language=language if self._model.model.is_multilingual else None,
             beam_size=1,
             condition_on_previous_text=False,
             vad_filter=False,
+            word_timestamps=word_timestamps,
         )
+        return segments
+
+    def transcribe(self, pcm: PCM, language: str | None = None) -> str:
+        segments = self._segments(pcm, language, word_timestamps=False)
         return " ".join(s.text.strip() for s in segments).strip()
 
     def word_times(self, pcm: PCM, language: str | None = None) -> list[TimedWord]:
-        segments, _ = self._model.transcribe(
-            pcm,
-            language=self._language(language),
-            beam_size=1,
-            condition_on_previous_text=False,
-            vad_filter=False,
-            word_timestamps=True,
-        )
+        segments = self._segments(pcm, language, word_timestamps=True)
         return [
             TimedWord(w.word.strip(), float(w.start), float(w.end))
             for s in segments
