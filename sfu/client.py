@@ -212,7 +212,7 @@ def pcm_audio_track(
     )
 
 
-def test_video_track(
+def video_test_track(
     seconds: float = 10.0, *, loop: bool = True, record: bool = False
 ) -> PacedPacketTrack:
     return PacedPacketTrack(

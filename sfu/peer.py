@@ -18,7 +18,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from captions.exceptions import InvalidSdpError
 from sfu.forwarding import EncodedTrack, Publication, receive_encoded, relay_keyframe_requests
@@ -38,6 +38,23 @@ class Subscription:
     transceiver: RTCRtpTransceiver
     track: EncodedTrack
     active: bool = True
+
+
+def check_session_description(sdp: str) -> None:
+    """Refuses SDP that aiortc would accept but that cannot carry media to the SFU."""
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:
+        raise InvalidSdpError(f"unparsable SDP: {str(exc)[:200]}") from exc
+    if not parsed.media:
+        raise InvalidSdpError("SDP has no media section")
+    for media in parsed.media:
+        if media.kind not in ("audio", "video", "application"):
+            raise InvalidSdpError(f"SDP media of unknown kind {media.kind!r}")
+        if media.port != 0 and (
+            media.ice is None or not media.ice.usernameFragment or not media.dtls
+        ):
+            raise InvalidSdpError("SDP media section without ICE credentials or DTLS fingerprint")
 
 
 class Peer:
@@ -92,6 +109,7 @@ class Peer:
             self.publisher_pc = RTCPeerConnection()
             self.publisher_pc.on("track", self._on_publisher_track)
         pc = self.publisher_pc
+        check_session_description(sdp)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             for transceiver in pc.getTransceivers():
@@ -205,6 +223,7 @@ class Peer:
         pc = self.subscriber_pc
         if pc is None or not self._offer_pending:
             raise InvalidSdpError("no subscriber offer is waiting for an answer")
+        check_session_description(sdp)
         try:
             async with self._negotiation_lock:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))

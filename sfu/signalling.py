@@ -251,9 +251,7 @@ SERVER_TYPES = frozenset(
 )
 
 
-def parse_server_message(
-    data: str | bytes, *, max_bytes: int = 16 * 1024 * 1024
-) -> dict[str, Any]:
+def parse_server_message(data: str | bytes, *, max_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
     """Client side: one server frame as a dict with a known ``type``."""
     if isinstance(data, bytes | bytearray):
         raise MalformedMessageError("binary frames are not part of the protocol")

@@ -1,0 +1,179 @@
+"""Signalling over a real socket: tokens, host actions, room changes, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp.test_utils import TestServer
+
+from captions.exceptions import AuthError
+from sfu.client import SfuClient, pcm_audio_track
+from tests.test_sfu_forwarding import SECRET, sfu, token, tone, url
+
+__all__ = ["sfu"]
+
+
+async def raw_join(server: TestServer, message: object) -> tuple[list[dict], int | None]:
+    """Sends one join frame; returns the server's messages and the close code."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url(server) + "/ws") as ws:
+        await ws.send_str(json.dumps(message))
+        replies = []
+        async for frame in ws:
+            if frame.type == aiohttp.WSMsgType.TEXT:
+                replies.append(json.loads(frame.data))
+        return replies, ws.close_code
+
+
+def expired_token() -> str:
+    claims = jwt.decode(token("Old"), SECRET, algorithms=["HS256"])
+    claims["exp"] = int(time.time()) - 5
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "close"),
+    [
+        ({"type": "join"}, "token_missing", 4401),
+        ({"type": "join", "token": "garbage"}, "token_invalid", 4401),
+        (
+            {"type": "join", "token": jwt.encode({"sub": "x"}, "other-secret-" * 3)},
+            "token_invalid",
+            4401,
+        ),
+        ({"type": "join", "token": "EXPIRED"}, "token_expired", 4401),
+        ({"type": "join", "token": "LOBBY", "room": "boardroom"}, "wrong_room", 4403),
+        ({"type": "offer", "sdp": "v=0"}, "not_joined", 4400),
+    ],
+)
+async def test_rejections_have_codes_and_leave_others_alone(
+    sfu: TestServer, message: dict, code: str, close: int
+) -> None:
+    if message.get("token") == "EXPIRED":
+        message = {**message, "token": expired_token()}
+    if message.get("token") == "LOBBY":
+        message = {**message, "token": token("Mallory")}
+    alice = await SfuClient.connect(url(sfu), token("Alice", "host"))
+    try:
+        replies, close_code = await raw_join(sfu, message)
+        assert replies[-1]["type"] == "error" and replies[-1]["code"] == code
+        assert close_code == close
+        await alice.send_raw(json.dumps({"type": "ping", "id": 7}))
+        assert (await alice.wait_for("pong", timeout=5)).data["id"] == 7
+    finally:
+        await alice.close()
+
+
+async def test_client_connect_raises_auth_error_with_code(sfu: TestServer) -> None:
+    with pytest.raises(AuthError) as info:
+        await SfuClient.connect(url(sfu), expired_token())
+    assert info.value.code == "token_expired"
+
+
+async def test_only_host_changes_captions_and_everyone_is_told(sfu: TestServer) -> None:
+    host = await SfuClient.connect(url(sfu), token("Hana", "host"))
+    guest = await SfuClient.connect(url(sfu), token("Gus", "guest"))
+    try:
+        assert guest.captions["enabled"] is True and guest.captions["changed_by"] is None
+        await guest.set_captions(False)
+        error = await guest.wait_for("error", timeout=5)
+        assert error.data["code"] == "forbidden" and error.data["request"] == "set_captions"
+        await guest.set_language("fr")
+        assert (await guest.wait_for("error", timeout=5)).data["code"] == "forbidden"
+        assert guest.captions["enabled"] is True
+        await host.set_captions(False)
+        state = (await guest.wait_for("room_state", timeout=5)).data
+        assert state["enabled"] is False
+        assert state["changed_by"] == {"identity": host.me["identity"], "name": "Hana"}
+        await host.set_language("fr")
+        assert (await guest.wait_for("room_state", timeout=5)).data["language"] == "fr"
+        assert (await host.wait_for("room_state", timeout=5)).data["enabled"] is False
+    finally:
+        await host.close()
+        await guest.close()
+
+
+async def test_join_mute_leave_renegotiate(sfu: TestServer) -> None:
+    alice = await SfuClient.connect(url(sfu), token("Alice"))
+    await alice.publish(audio=pcm_audio_track(tone(30), 48000))
+    captioner = await SfuClient.connect(
+        url(sfu), token("cap", hidden=True, captioner=True, can_publish=False)
+    )
+    bob = await SfuClient.connect(url(sfu), token("Bob"))
+    try:
+        assert [p for p in bob.participants.values()][0].name == "Alice"
+        assert "cap" not in {p.name for p in bob.participants.values()}
+        joined = await alice.wait_for("participant_joined", timeout=5)
+        assert joined.participant is not None and joined.participant.name == "Bob"
+        event = await bob.wait_for("track", timeout=10)
+        assert event.track is not None and event.track.kind == "audio"
+        cap_track = (await captioner.wait_for("track", timeout=10)).track
+        assert cap_track is not None
+        await asyncio.sleep(0.5)
+        assert event.track.frames_received > 0
+
+        await alice.set_muted("audio", True)
+        update = await bob.wait_for("participant_updated", timeout=5)
+        assert update.participant is not None and update.participant.audio_muted
+        await asyncio.sleep(0.3)
+        before = event.track.frames_received
+        await asyncio.sleep(0.5)
+        assert event.track.frames_received == before  # muted: nothing is forwarded
+        await alice.set_muted("audio", False)
+        await bob.wait_for("participant_updated", timeout=5)
+        await asyncio.sleep(0.5)
+        assert event.track.frames_received > before
+
+        await alice.close()
+        left = await bob.wait_for("participant_left", timeout=5)
+        assert left.data["identity"] == alice.me["identity"]
+        ended = await bob.wait_for("track_ended", timeout=10)
+        assert ended.track is event.track and event.track.ended
+        await captioner.wait_for("track_ended", timeout=10)
+    finally:
+        await alice.close()
+        await bob.close()
+        await captioner.close()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "malformed"),
+        ("[1, 2]", "malformed"),
+        ('{"type": "teleport"}', "unknown_type"),
+        ('{"type": "mute", "kind": "audio", "muted": "yes"}', "malformed"),
+        ('{"type": "offer", "sdp": "v=0\\r\\nthis is not sdp"}', "invalid_sdp"),
+        ('{"type": "answer", "sdp": "v=0\\r\\n"}', "invalid_sdp"),
+    ],
+)
+async def test_bad_input_gets_an_error_and_the_connection_survives(
+    sfu: TestServer, frame: str, code: str
+) -> None:
+    alice = await SfuClient.connect(url(sfu), token("Alice"))
+    try:
+        await alice.send_raw(frame)
+        assert (await alice.wait_for("error", timeout=10)).data["code"] == code
+        await alice.send_raw('{"type": "ping", "id": 1}')
+        await alice.wait_for("pong", timeout=5)
+    finally:
+        await alice.close()
+
+
+async def test_oversize_message_closes_with_1009_and_others_keep_going(sfu: TestServer) -> None:
+    alice = await SfuClient.connect(url(sfu), token("Alice"))
+    bob = await SfuClient.connect(url(sfu), token("Bob"))
+    try:
+        await alice.send_raw(json.dumps({"type": "ping", "id": "x" * 300_000}))
+        assert (await alice.wait_for("closed", timeout=5)).data["code"] == 1009
+        left = await bob.wait_for("participant_left", timeout=5)
+        assert left.data["name"] == "Alice"
+        await bob.send_raw('{"type": "ping"}')
+        await bob.wait_for("pong", timeout=5)
+    finally:
+        await alice.close()
+        await bob.close()
