@@ -105,7 +105,7 @@ async def test_join_mute_leave_renegotiate(sfu: TestServer) -> None:
     )
     bob = await SfuClient.connect(url(sfu), token("Bob"))
     try:
-        assert [p for p in bob.participants.values()][0].name == "Alice"
+        assert next(iter(bob.participants.values())).name == "Alice"
         assert "cap" not in {p.name for p in bob.participants.values()}
         joined = await alice.wait_for("participant_joined", timeout=5)
         assert joined.participant is not None and joined.participant.name == "Bob"
