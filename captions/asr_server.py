@@ -76,6 +76,8 @@ class AsrServerLimits:
     max_pending_markers: int = 64
     tick_seconds: float = 0.08
     """How often Step messages and due markers are checked."""
+    marker_grace: float = 1.0
+    """When the engine is idle, how long a due marker waits for the last words."""
 
 
 class AsrStreamingHandler:
@@ -114,7 +116,7 @@ class AsrStreamingHandler:
             return ws
         self.active += 1
         try:
-            await _Connection(ws, stream, self.runner.engine, self.limits).run()
+            await _Connection(ws, stream, self.runner, self.limits).run()
         finally:
             self.active -= 1
             if not stream.closed:
@@ -127,11 +129,15 @@ class _Connection:
         self,
         ws: web.WebSocketResponse,
         stream: SpeechStream,
-        engine: Engine,
+        runner: EngineRunner,
         limits: AsrServerLimits,
     ) -> None:
         self.ws = ws
         self.stream = stream
+        self.runner = runner
+        engine = runner.engine
+        # Markers whose audio was processed, waiting for that step's words to go out first.
+        self._ripe: list[tuple[Marker, int, float]] = []
         self.limits = limits
         self.state = AsrStreamState(
             delay_seconds=engine.info.delay_seconds,
@@ -244,9 +250,29 @@ class _Connection:
             buffered = round(session.inbox.available * SAMPLE_RATE / session.inbox.sample_rate)
             for step in self.state.steps(processed, prs, buffered):
                 await self.send(step)
-            for marker in self.state.due_markers(processed):
+            for marker in self._ripe_markers(processed):
                 await self.send(marker)
             await asyncio.sleep(self.limits.tick_seconds)
+
+    def _ripe_markers(self, processed: float) -> list[Marker]:
+        """Markers to echo now, strictly after the words of the audio before them.
+
+        The engine consumes audio at the start of a step and hands out its words at the
+        end, so a marker is echoed only after two more step boundaries (the words of the
+        step in flight were delivered a full step earlier), or, when the engine has gone
+        quiet, after ``marker_grace`` seconds.
+        """
+        now = time.monotonic()
+        steps = self.runner.steps
+        self._ripe += [(m, steps, now) for m in self.state.due_markers(processed)]
+        out: list[Marker] = []
+        while self._ripe:
+            marker, seen_steps, seen_at = self._ripe[0]
+            if steps < seen_steps + 2 and now - seen_at < self.limits.marker_grace:
+                break
+            out.append(marker)
+            self._ripe.pop(0)
+        return out
 
 
 _HANDLER_KEY = web.AppKey("asr_streaming_handler", AsrStreamingHandler)

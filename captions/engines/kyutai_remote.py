@@ -142,6 +142,8 @@ class _Connection:
         self.task: asyncio.Task[None] | None = None
         self.connects = 0
         self.marker: int | None = None
+        self.keepalive_frames = 0
+        self.give_up_at = float("inf")
 
     # Called on the network loop (through call_soon_threadsafe).
     def feed(self, pcm: PCM) -> None:
@@ -157,6 +159,7 @@ class _Connection:
 
     def finish(self) -> None:
         self.ending = True
+        self.give_up_at = self.loop.time() + self.settings.flush_timeout
         self._wake.set()
 
     def _deliver(self, message: WordMessage | EndWord | Step | None) -> None:
@@ -175,7 +178,7 @@ class _Connection:
                         return
                     backoff = self.settings.backoff_initial
                 except (OSError, websockets.WebSocketException, ProtocolError, TimeoutError) as exc:
-                    if self.ending:  # closing anyway: finish with what arrived
+                    if self.loop.time() >= self.give_up_at:  # closing: keep what arrived
                         log.warning("kyutai-remote %s: %s while closing", self.settings.url, exc)
                         return
                     log.warning(
@@ -221,6 +224,7 @@ class _Connection:
                 pending = pending[FRAME_SAMPLES:]
                 self.our_samples += FRAME_SAMPLES
                 self.server_samples += FRAME_SAMPLES
+                self.keepalive_frames += 1
                 idle = 0.0
             if self.ending and not self.audio:
                 if pending.size:
@@ -242,6 +246,7 @@ class _Connection:
                 )
                 await ws.send(encode(Audio(np.zeros(FRAME_SAMPLES, dtype=np.float32))))
                 self.server_samples += FRAME_SAMPLES
+                self.keepalive_frames += 1
                 idle = 0.0
 
     async def _flush(self, ws: websockets.ClientConnection, receiver: asyncio.Task[bool]) -> bool:
