@@ -277,7 +277,7 @@ def _decode_object(data: str) -> dict[str, Any]:
 
 
 def _required(obj: dict[str, Any], name: str, kind: type) -> Any:
-    if name not in obj:
+    if obj.get(name) is None:
         raise MalformedMessageError(f"{obj['type']}.{name} is missing")
     return _optional(obj, name, kind)
 
