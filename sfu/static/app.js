@@ -382,7 +382,7 @@ function tileFor(identity) {
   return state.participants.get(identity);
 }
 
-function upsertParticipant(info, { local = false } = {}) {
+function upsertParticipant(info, { local = info?.identity === state.you?.identity } = {}) {
   if (!info?.identity) return;
   let entry = state.participants.get(info.identity);
   if (!entry) {
@@ -546,11 +546,12 @@ function onKeyDown(event) {
   if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
   const target = event.target;
   const typing = target instanceof HTMLElement && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
+  if (role("settings").open) return; // the dialog handles its own keys
   if (event.key === "Escape") {
     for (const panel of ["transcript", "host-panel"]) if (!role(panel).hidden) togglePanel(panel, false);
     return;
   }
-  if (typing || role("settings").open) return;
+  if (typing) return;
   if (event.key === "c" || event.key === "C") {
     event.preventDefault();
     setCaptionsVisible(!state.settings.captionsVisible);
@@ -611,6 +612,7 @@ function setCaptionsVisible(visible) {
   saveSettings(state.settings);
   const box = $("[data-testid=captions]");
   box.dataset.visible = String(visible);
+  $("#meeting").dataset.captionsVisible = String(visible);
   // Viewers who hide captions do not want them read out either.
   if (overlay) overlay.log = visible ? role("captions-log") : null;
   refreshLabels();
@@ -642,12 +644,10 @@ function startCaptions() {
     const data = e.detail;
     state.captioner = data.captioner || "connected";
     state.serverDegraded = Boolean(data.degraded);
-    applyRoomCaptions({
-      enabled: data.captions !== "off",
-      language: data.language ?? null,
-      changed_by: data.changed_by ?? null,
-      languages: data.languages,
-    });
+    // On/off and who changed it come from the signalling socket, where the host changes
+    // them; this copy, relayed through the sidecar, may lag behind it.
+    if (Array.isArray(data.languages)) applyRoomCaptions({ ...state.roomCaptions, languages: data.languages });
+    else updateHealth();
   });
   socket.addEventListener("caption", (e) => onCaption(e.detail));
   socket.addEventListener("transcript_deleted", () => transcript.clear());
@@ -776,9 +776,9 @@ function refreshLabels() {
   if (role("join-room") && state.room) role("join-room").textContent = t("join.room", { room: state.room });
   if (state.grants) role("join-role").textContent = t(`join.role.${state.grants.role}`);
   const mute = role("mute");
-  mute.setAttribute("aria-pressed", String(state.micMuted));
+  mute.dataset.muted = String(state.micMuted);
   role("mute-label").textContent = t(state.micMuted ? "meeting.unmute" : "meeting.mute");
-  role("camera").setAttribute("aria-pressed", String(!state.cameraOn));
+  role("camera").dataset.on = String(state.cameraOn);
   role("camera-label").textContent = t(state.cameraOn ? "meeting.camera_off" : "meeting.camera_on");
   const captionsToggle = role("captions-toggle");
   captionsToggle.setAttribute("aria-pressed", String(state.settings.captionsVisible));
