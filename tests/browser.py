@@ -127,13 +127,14 @@ def captions_server(
     data_dir: Path, secret: str, *, extra_args: list[str] | None = None
 ) -> Iterator[str]:
     """``captions serve`` as a subprocess on a free port (whisper engine); yields its base URL."""
-    executable = Path(sys.executable).parent / "captions"
     port = free_port()
     env = dict(os.environ, CAPTIONS_SECRET=secret)
     log = (data_dir / "serve.log").open("wb")
     process = subprocess.Popen(
         [
-            str(executable),
+            sys.executable,
+            "-m",
+            "cli.main",
             "serve",
             "--port",
             str(port),

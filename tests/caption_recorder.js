@@ -23,6 +23,9 @@
           final: false,
           text: "",
           words: [], // {text, seen, finalAt}
+          // First time each text was shown at each position ("3:budget" -> ms), even if
+          // the word changed in between: the same rule as evaluation/simulate.py.
+          shown: {},
         };
         log.order.push(key);
       }
@@ -32,6 +35,7 @@
         const final = !span.classList.contains("partial");
         let word = entry.words[i];
         if (!word || word.text !== text) word = entry.words[i] = { text, seen: t, finalAt: null };
+        if (!(`${i}:${text}` in entry.shown)) entry.shown[`${i}:${text}`] = t;
         if (final && word.finalAt === null) word.finalAt = t;
       });
       entry.words.length = spans.length;
