@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +36,15 @@ from sfu.tokens import Grants, require_host, verify_token
 
 log = logging.getLogger(__name__)
 
+# Shared with the signalling socket (docs/signalling.md); the close reason names the code.
 CLOSE_CODES = {
-    "token_missing": 4001,
-    "token_invalid": 4002,
-    "token_expired": 4003,
-    "wrong_room": 4004,
-    "forbidden": 4005,
+    "token_missing": 4401,
+    "token_invalid": 4401,
+    "token_expired": 4401,
+    "wrong_room": 4403,
+    "forbidden": 4403,
 }
+CLOSE_AUTH_TIMEOUT = 4408
 CLOSE_TOO_SLOW = 4008
 CLOSE_SHUTDOWN = 1001
 
@@ -76,6 +78,7 @@ class CaptionsApi:
         self.retention_hours = retention_hours
         self.purge_interval_seconds = purge_interval_seconds
         self._sockets: set[web.WebSocketResponse] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def install(self, app: web.Application) -> None:
         app[HUB_KEY] = self.hub
@@ -110,7 +113,7 @@ class CaptionsApi:
         }
         sub = self.hub.subscribe(grants.room, hello)
         sender = asyncio.create_task(self._send_loop(ws, sub))
-        sub.on_overflow = lambda: sender.cancel()
+        sub.on_overflow = lambda: self._spawn(self._drop_slow(ws, sub))
         self._sockets.add(ws)
         try:
             async for msg in ws:
@@ -129,20 +132,19 @@ class CaptionsApi:
         return ws
 
     async def _send_loop(self, ws: web.WebSocketResponse, sub: Subscription) -> None:
-        try:
-            while True:
-                message = await sub.next()
-                if message is None:
-                    break
+        with contextlib.suppress(ConnectionError):
+            while (message := await sub.next()) is not None:
                 await ws.send_str(json.dumps(message))
-        except asyncio.CancelledError:
-            if not sub.queue.overflowed:
-                raise
-        except ConnectionError:
-            return
-        if sub.queue.overflowed:
-            log.info("closing a /captions client of %s: too slow", sub.room)
-            await self._close(ws, CLOSE_TOO_SLOW, "too_slow")
+
+    async def _drop_slow(self, ws: web.WebSocketResponse, sub: Subscription) -> None:
+        # A separate task: the sender may be stuck waiting for the peer to read.
+        log.info("closing a /captions client of %s: too slow", sub.room)
+        await self._close(ws, CLOSE_TOO_SLOW, "too_slow")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _close(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
         """Closes, or aborts the connection when the peer does not take the close frame."""
@@ -152,9 +154,9 @@ class CaptionsApi:
                 self.limits.close_timeout_seconds,
             )
         except (TimeoutError, ConnectionError):
-            transport = ws._req.transport if ws._req is not None else None  # noqa: SLF001
-            if transport is not None:
-                transport.abort()
+            request = ws._req  # aiohttp offers no public abort of a WebSocketResponse
+            if request is not None and request.transport is not None:
+                request.transport.abort()
 
     async def _authenticate(
         self, ws: web.WebSocketResponse, request: web.Request, *, first_message: bool
@@ -172,6 +174,7 @@ class CaptionsApi:
         try:
             msg = await ws.receive(timeout=self.limits.auth_timeout_seconds)
         except TimeoutError:
+            await self._close(ws, CLOSE_AUTH_TIMEOUT, "token_missing")
             raise TokenMissingError("no auth message within the time limit") from None
         if msg.type != WSMsgType.TEXT:
             raise TokenMissingError("the first message must be an auth message")
@@ -189,7 +192,7 @@ class CaptionsApi:
             return
         with contextlib.suppress(ConnectionError):
             await ws.send_json(_error(exc.code, str(exc)))
-        await self._close(ws, CLOSE_CODES.get(exc.code, 4002), exc.code)
+        await self._close(ws, CLOSE_CODES.get(exc.code, 4401), exc.code)
 
     # -- /captions/publish ------------------------------------------------------------
 
@@ -332,4 +335,3 @@ def install_captions_api(
     api = CaptionsApi(hub, secret, **options)
     api.install(app)
     return api
-

@@ -54,11 +54,7 @@ def test_overflow_of_finals_marks_the_queue() -> None:
     assert q.overflowed
 
 
-@given(
-    st.lists(
-        st.tuples(st.sampled_from("ab"), st.integers(0, 3), st.booleans()), max_size=60
-    )
-)
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 3), st.booleans()), max_size=60))
 def test_queue_never_loses_a_final_nor_reorders_finals(
     ops: list[tuple[str, int, bool]],
 ) -> None:
