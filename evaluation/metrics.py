@@ -44,6 +44,8 @@ class ItemScore:
     word_times: WordSource
     first_partial: list[float] = field(default_factory=list)
     final: list[float] = field(default_factory=list)
+    timed: list[str] = field(default_factory=list)
+    """The timed words, in the order of ``first_partial`` and ``final``."""
     eou: float | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -64,6 +66,10 @@ class ItemScore:
             "first_partial_p50": percentile(self.first_partial, 50),
             "final_p50": percentile(self.final, 50),
             "eou": None if self.eou is None else round(self.eou, 3),
+            "words": [
+                {"word": w, "first_partial": round(a, 3), "final": round(b, 3)}
+                for w, a, b in zip(self.timed, self.first_partial, self.final, strict=True)
+            ],
         }
 
 
@@ -104,6 +110,7 @@ def score_item(
         seen.add(id(word))
         score.first_partial.append(word.shown_at - end)
         score.final.append(word.final_at - end)
+        score.timed.append(ref_tokens[pair.ref])
     return score
 
 
