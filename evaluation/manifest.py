@@ -173,7 +173,10 @@ def _string(data: dict[str, Any], key: str) -> str:
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _FieldError(f"{what} must be a number of seconds")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0:
         raise _FieldError(f"{what} must be a finite, non-negative number of seconds")
     return seconds

@@ -65,6 +65,7 @@ def test_word_times_in_start_sec_form_and_untimed_words() -> None:
         (line(start=2.0, end=1.0), "must be after 'start'"),
         (line(start=-1), "non-negative"),
         (line(end="soon"), "number of seconds"),
+        ('{"id": "a", "audio": "a", "text": "", "start": 1' + "0" * 400 + "}", "finite"),
         (line(channel=-1), "'channel'"),
         (line(channel=True), "'channel'"),
         (line(words=[{"word": "x", "start": 2, "end": 1}]), "ends before it starts"),
