@@ -7,6 +7,7 @@ Each participant gets its own browser process, because Chromium's fake microphon
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import os
 import shutil
@@ -64,6 +65,7 @@ def browser_page(
     locale: str = "en-US",
     reduced_motion: str = "no-preference",
     viewport: tuple[int, int] = (1280, 720),
+    extra_args: list[str] | None = None,
 ) -> Iterator[Any]:
     """One Chromium process with a fresh profile; yields its page.
 
@@ -77,6 +79,7 @@ def browser_page(
             "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-audio-capture={fake_audio}",
         ]
+    args += extra_args or []
     profile = tempfile.mkdtemp(prefix="captions-chromium-")
     context = playwright.chromium.launch_persistent_context(
         profile,
@@ -170,3 +173,40 @@ def captions_server(
             process.kill()
             process.wait()
         log.close()
+
+
+@contextmanager
+def sfu_server(secret: str, data_dir: Path) -> Iterator[str]:
+    """The SFU and the page alone (``sfu.server.create_app``), in a thread: no captions.
+
+    For tests of joining, media and meeting controls, which need no speech engine.
+    """
+    from aiohttp import web
+
+    from sfu.server import create_app
+    from sfu.settings import Settings
+
+    port = free_port()
+    settings = Settings(port=port, data_dir=data_dir, secret_override=secret)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(create_app(settings))
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    if not started.wait(20):
+        raise RuntimeError("the SFU did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=20)

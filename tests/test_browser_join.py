@@ -1,0 +1,171 @@
+"""Joining and meeting controls in real Chromium against the real SFU (no speech engine):
+join screen with preview, denied microphone, names on tiles, active speaker, mute,
+keyboard operation, leave, lost connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sfu.tokens import Grants, mint_token
+from tests.browser import browser_page, require_chromium, sfu_server
+from tests.speech import speech_with_pauses
+
+pytestmark = pytest.mark.browser
+
+SECRET = "join-test-secret-" + "z" * 32
+ROOM = "joinlab"
+# A camera and microphone exist, but the site is refused access to them.
+DENY_MEDIA = ["--use-fake-device-for-media-stream", "--deny-permission-prompts"]
+
+
+def link(base: str, name: str, role: str) -> str:
+    token = mint_token(SECRET, Grants.for_role(ROOM, name, role))  # type: ignore[arg-type]
+    return f"{base}/room/{ROOM}#token={token}"
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def voice() -> Path:
+    return speech_with_pauses([0.3, "Good morning, can everybody hear me?", 0.8], voice="piper")
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Iterator[str]:
+    with sfu_server(SECRET, tmp_path) as url:
+        yield url
+
+
+def open_join_screen(page: Any, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("[data-testid=join-screen]:not([hidden])")
+
+
+def join(page: Any) -> None:
+    if page.is_visible("[data-testid=join-camera]"):
+        page.wait_for_function(
+            "document.querySelector('[data-testid=join-camera]').options.length > 0"
+        )
+        page.select_option("[data-testid=join-camera]", "")
+    page.click("[data-testid=join-button]")
+    page.wait_for_selector("[data-testid=meeting]:not([hidden])")
+
+
+def tiles(page: Any) -> dict[str, dict[str, str]]:
+    return {
+        t["name"]: t
+        for t in page.eval_on_selector_all(
+            "[data-testid=tile]",
+            "els => els.map(e => ({name: e.dataset.name, speaking: e.dataset.speaking,"
+            " label: e.querySelector('.tile-name').textContent}))",
+        )
+    }
+
+
+def test_join_screen_preview_devices_and_name(playwright: Any, base: str, voice: Path) -> None:
+    with browser_page(playwright, fake_audio=voice) as page:
+        open_join_screen(page, link(base, "Alice", "host"))
+        assert page.input_value("[data-testid=join-name]") == "Alice"
+        page.wait_for_function(
+            "document.querySelector('[data-testid=join-mic]').options.length > 1"
+        )
+        mics = page.eval_on_selector_all(
+            "[data-testid=join-mic] option", "options => options.map(o => o.value)"
+        )
+        assert len(mics) >= 2 and "" in mics  # the fake device and "no microphone"
+        page.wait_for_function(
+            "document.querySelector('[data-role=preview]').srcObject?.getVideoTracks().length === 1"
+        )
+        page.wait_for_function("document.querySelector('#join-level').value > 0.05")
+        page.fill("[data-testid=join-name]", "  ")
+        page.click("[data-testid=join-button]")
+        assert page.get_attribute("[data-testid=join-message]", "data-code") == "join.name_required"
+        assert page.is_visible("[data-testid=join-screen]")
+
+
+def test_denied_microphone_is_explained_and_listening_still_works(
+    playwright: Any, base: str
+) -> None:
+    with browser_page(playwright, extra_args=DENY_MEDIA) as page:
+        open_join_screen(page, link(base, "Dora", "participant"))
+        page.wait_for_selector("[data-testid=join-message][data-code='error.mic_denied']")
+        assert "denied" in page.inner_text("[data-testid=join-message]")
+        join(page)
+        assert page.is_hidden("[data-testid=mute-toggle]")
+
+
+def test_meeting_tiles_speaker_mute_keyboard_and_leave(
+    playwright: Any, base: str, voice: Path
+) -> None:
+    with (
+        browser_page(playwright, fake_audio=voice) as alice,
+        browser_page(playwright) as bob,
+    ):
+        open_join_screen(alice, link(base, "Alice", "host"))
+        join(alice)
+        open_join_screen(bob, link(base, "Bob", "guest"))
+        join(bob)
+        alice.wait_for_function("document.querySelectorAll('[data-testid=tile]').length === 2")
+        bob.wait_for_function("document.querySelectorAll('[data-testid=tile]').length === 2")
+        assert set(tiles(bob)) == {"Alice", "Bob"}
+        assert "(you)" in tiles(alice)["Alice"]["label"]
+        # Alice's fake microphone speaks: Bob sees her tile highlighted.
+        bob.wait_for_selector("[data-testid=tile][data-name=Alice][data-speaking=true]")
+        alice.click("[data-testid=mute-toggle]")
+        bob.wait_for_function(
+            "document.querySelector('[data-testid=tile][data-name=Alice] .tile-muted')"
+            ".textContent.includes('muted')"
+        )
+        bob.wait_for_timeout(1500)
+        bob.wait_for_selector("[data-testid=tile][data-name=Alice][data-speaking=false]")
+
+        # Keyboard: every control is reachable with Tab and works with Enter / Escape.
+        reached = set()
+        for _ in range(20):
+            alice.keyboard.press("Tab")
+            reached.add(alice.evaluate("document.activeElement?.dataset.testid || ''"))
+        assert {
+            "mute-toggle",
+            "captions-toggle",
+            "transcript-toggle",
+            "settings-open",
+            "room-captions-toggle",
+            "leave",
+            "language-switch",
+        } <= reached
+        alice.focus("[data-testid=transcript-toggle]")
+        alice.keyboard.press("Enter")
+        assert alice.is_visible("[data-testid=transcript]")
+        alice.keyboard.press("Escape")
+        assert alice.is_hidden("[data-testid=transcript]")
+        assert alice.evaluate("document.activeElement.dataset.testid") == "transcript-toggle"
+        alice.focus("[data-testid=settings-open]")
+        alice.keyboard.press("Enter")
+        assert alice.is_visible("[data-testid=settings]")
+        alice.keyboard.press("Escape")
+        assert alice.is_hidden("[data-testid=settings]")
+
+        bob.click("[data-testid=leave]")
+        bob.wait_for_selector("[data-testid=error-screen]:not([hidden])")
+        alice.wait_for_function("document.querySelectorAll('[data-testid=tile]').length === 1")
+
+
+def test_lost_connection_is_announced(playwright: Any, tmp_path: Path) -> None:
+    with browser_page(playwright) as page:
+        with sfu_server(SECRET, tmp_path) as url:
+            open_join_screen(page, link(url, "Gus", "guest"))
+            join(page)
+        # The server is gone: the page says so and tries to reconnect.
+        page.wait_for_selector("html[data-connection=lost]")
+        assert "Connection lost" in page.inner_text("[data-testid=notice]")
