@@ -367,7 +367,8 @@ function enterMeeting() {
   overlay = new CaptionOverlay($("[data-testid=captions]"), role("captions-log"), { colours });
   upsertParticipant({ ...state.you, name: state.displayName || state.you.name }, { local: true });
   attachLocal();
-  new TranscriptPanel(role("transcript"), transcript, { colours, room: state.room });
+  const panel = new TranscriptPanel(role("transcript"), transcript, { colours, room: state.room });
+  onLanguageChange(() => panel.render());
   bindToolbar();
   bindSettingsForm(role("settings-form"), state.settings);
   setCaptionsVisible(state.settings.captionsVisible);
