@@ -362,3 +362,16 @@ def test_caption_colours_meet_wcag_aa_in_every_preset(page: Any) -> None:
         )
         for fg in colours["fg"]:
             assert contrast(tuple(fg), tuple(colours["bg"])) >= 4.5, (preset, fg)
+
+
+def test_every_interface_text_exists_in_english_and_french(page: Any) -> None:
+    keys = page.evaluate(
+        """async () => {
+          const { STRINGS } = await import('/static/i18n.js');
+          return { en: Object.keys(STRINGS.en), fr: Object.keys(STRINGS.fr),
+                   used: [...document.querySelectorAll('[data-i18n], [data-i18n-label]')]
+                     .map(e => e.dataset.i18n || e.dataset.i18nLabel) };
+        }"""
+    )
+    assert sorted(keys["en"]) == sorted(keys["fr"])
+    assert set(keys["used"]) <= set(keys["en"])

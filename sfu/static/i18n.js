@@ -3,7 +3,7 @@
 // Elements carry data-i18n="key" (text), data-i18n-label="key" (aria-label + title) or
 // data-i18n-placeholder="key".
 
-const STRINGS = {
+export const STRINGS = {
   en: {
     "app.title": "Live captions meeting",
     "lang.switch": "Français",
