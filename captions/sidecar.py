@@ -1,0 +1,571 @@
+"""The captioning sidecar: a hidden participant that captions every speaker of a room.
+
+It joins the room through the SFU like any participant (``sfu.client``, with a hidden
+``captioner`` token), subscribes to every published microphone, and feeds each speaker's
+decoded audio into one :class:`~captions.runtime.SpeechStream` of a shared
+:class:`~captions.runtime.EngineRunner`. The speaker is the participant's identity and
+display name, so attribution is exact. Caption events go to the server over the
+authenticated ``/captions/publish`` WebSocket (docs/captions-api.md), which stores finals
+and fans everything out: ``captions serve`` runs this very code over loopback, and
+``captions sidecar`` runs it as its own process.
+
+Following the room (:class:`RoomCaptioner`, free of network I/O):
+
+- a participant who leaves, or whose track ends, has their stream closed: its last
+  words arrive as a final;
+- a muted track costs nothing (the SFU stops forwarding it, and any audio that still
+  arrives is dropped), and the open utterance is flushed on mute;
+- digital silence is not pushed after ``silence_grace_seconds`` (enough for the
+  engine's end-of-speech detection), and the utterance is flushed instead;
+- someone who rejoins gets a fresh stream;
+- captions *off* (set by the host) closes every stream and drops all audio before the
+  engine; *on* resumes; a new room language reopens streams in that language when the
+  engine supports it.
+
+Word times stay on the wall clock across the audio that is not pushed: each stream keeps
+anchors (stream time, wall time) taken whenever audio resumes after a gap, and every
+published event carries ``stream_started_at`` for its words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+
+from captions.events import CaptionEvent, Speaker
+from captions.exceptions import CaptionsError, EngineError
+from captions.runtime import EngineRunner, SpeechStream
+
+log = logging.getLogger(__name__)
+
+Status = dict[str, Any]
+
+
+class CaptionSink(Protocol):
+    """Where a room's captions go (the server's hub, through :class:`CaptionPublisher`)."""
+
+    def caption(self, event: CaptionEvent, *, stream: str, stream_started_at: float) -> None:
+        """Hands over one event; never blocks."""
+
+    def status(self, status: Status) -> None:
+        """Hands over the room's caption state as the sidecar applies it."""
+
+
+class _Anchors:
+    """Maps a stream's time to wall-clock time across gaps of audio that was not pushed."""
+
+    MAX = 256
+
+    def __init__(self) -> None:
+        self.stream_times: list[float] = []
+        self.wall_times: list[float] = []
+
+    def add(self, stream_time: float, wall_time: float) -> None:
+        self.stream_times.append(stream_time)
+        self.wall_times.append(wall_time)
+        if len(self.stream_times) > self.MAX:  # old utterances are long final
+            del self.stream_times[0], self.wall_times[0]
+
+    def expected_wall(self, stream_time: float) -> float | None:
+        if not self.stream_times:
+            return None
+        return self.wall_times[-1] + stream_time - self.stream_times[-1]
+
+    def origin_for(self, stream_time: float) -> float:
+        """Wall-clock time of stream time 0 as seen by audio at ``stream_time``."""
+        i = max(0, bisect_right(self.stream_times, stream_time + 1e-6) - 1)
+        return self.wall_times[i] - self.stream_times[i]
+
+
+class SpeakerFeed:
+    """One participant's audio on its way to the engine, and their events on the way out."""
+
+    def __init__(
+        self,
+        speaker: Speaker,
+        runner: EngineRunner,
+        sink: CaptionSink,
+        *,
+        silence_level: float,
+        silence_grace_seconds: float,
+        gap_seconds: float,
+        now: Callable[[], float],
+        on_degraded: Callable[[], None],
+    ) -> None:
+        self.speaker = speaker
+        self.runner = runner
+        self.sink = sink
+        self.muted = False
+        self.silence_level = silence_level
+        self.silence_grace_seconds = silence_grace_seconds
+        self.gap_seconds = gap_seconds
+        self._now = now
+        self._on_degraded = on_degraded
+        self.stream: SpeechStream | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._stream_id = ""
+        self._utterance_base = 0
+        self._anchors = _Anchors()
+        self._pushed = 0.0  # seconds of audio pushed into the current stream
+        self._silent_run = 0.0
+        self.skipped_seconds = 0.0
+
+    def push(self, pcm: npt.NDArray[np.float32], sample_rate: int, language: str | None) -> None:
+        """Feeds audio unless muted or digital silence (see the module docstring)."""
+        if self.muted or pcm.size == 0:
+            return
+        seconds = pcm.shape[0] / float(sample_rate)
+        if float(np.max(np.abs(pcm))) < self.silence_level:
+            self._silent_run += seconds
+            if self._silent_run > self.silence_grace_seconds:
+                if self._silent_run - seconds <= self.silence_grace_seconds and self.stream:
+                    self.stream.flush()
+                self.skipped_seconds += seconds
+                return
+            if self.stream is None:
+                return  # silence never opens a stream
+        else:
+            self._silent_run = 0.0
+        if self.stream is None:
+            self._open(language)
+        assert self.stream is not None
+        now = self._now()
+        expected = self._anchors.expected_wall(self._pushed)
+        if expected is None or now - expected > self.gap_seconds:
+            # ``now`` is when the chunk *ended*; its first sample was ``seconds`` earlier.
+            self._anchors.add(self._pushed, now - seconds)
+        self.stream.push_audio(pcm, sample_rate)
+        self._pushed += seconds
+
+    def flush(self) -> None:
+        if self.stream is not None:
+            self.stream.flush()
+
+    def _open(self, language: str | None) -> None:
+        self.stream = self.runner.open_stream(self.speaker, language=language)
+        self._stream_id = uuid.uuid4().hex[:16]
+        # Utterance numbers keep increasing for a speaker across streams and restarts.
+        self._utterance_base = int(time.time() * 1000)
+        self._anchors = _Anchors()
+        self._pushed = 0.0
+        self._pump = asyncio.create_task(self._forward(self.stream))
+
+    async def _forward(self, stream: SpeechStream) -> None:
+        stream_id, base, anchors = self._stream_id, self._utterance_base, self._anchors
+        async for event in stream:
+            start = event.start if event.start is not None else 0.0
+            self.sink.caption(
+                replace(event, utterance=base + event.utterance),
+                stream=stream_id,
+                stream_started_at=anchors.origin_for(start),
+            )
+            if event.flags.get("degraded"):
+                self._on_degraded()
+
+    async def end_stream(self) -> None:
+        """Closes the stream: its last words become final and are handed to the sink."""
+        stream, pump = self.stream, self._pump
+        self.stream, self._pump = None, None
+        self._silent_run = 0.0
+        if stream is not None:
+            await stream.aclose()
+        if pump is not None:
+            await pump
+
+
+class RoomCaptioner:
+    """Follows one room's participants and caption state; sans network I/O."""
+
+    def __init__(
+        self,
+        room: str,
+        runner: EngineRunner,
+        sink: CaptionSink,
+        *,
+        enabled: bool = True,
+        language: str | None = None,
+        silence_level: float = 1e-4,
+        silence_grace_seconds: float = 1.0,
+        gap_seconds: float = 0.5,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.room = room
+        self.runner = runner
+        self.sink = sink
+        self.enabled = enabled
+        self.language = language
+        self.changed_by: dict[str, str] | None = None
+        self.feeds: dict[str, SpeakerFeed] = {}
+        self._feed_options: dict[str, Any] = {
+            "silence_level": silence_level,
+            "silence_grace_seconds": silence_grace_seconds,
+            "gap_seconds": gap_seconds,
+            "now": now,
+        }
+        self.participants = 0
+        self.degraded = False
+
+    @property
+    def engine_language(self) -> str | None:
+        """The room language if the engine supports it, else the engine's default."""
+        languages = self.runner.engine.info.languages
+        if self.language is None or self.language in languages:
+            return self.language
+        return None
+
+    def status(self) -> Status:
+        return {
+            "type": "room_state",
+            "captions": "on" if self.enabled else "off",
+            "language": self.engine_language or self.runner.engine.info.languages[0],
+            "changed_by": self.changed_by,
+            "degraded": self.degraded,
+            "participants": self.participants,
+        }
+
+    def _feed(self, identity: str, name: str) -> SpeakerFeed:
+        feed = self.feeds.get(identity)
+        if feed is None:
+            feed = self.feeds[identity] = SpeakerFeed(
+                Speaker(identity, name),
+                self.runner,
+                self.sink,
+                on_degraded=self._mark_degraded,
+                **self._feed_options,
+            )
+        return feed
+
+    def _mark_degraded(self) -> None:
+        if not self.degraded:
+            self.degraded = True
+            self.sink.status(self.status())
+
+    def set_participants(self, count: int) -> None:
+        if count != self.participants:
+            self.participants = count
+            self.sink.status(self.status())
+
+    def audio(self, identity: str, name: str, pcm: npt.NDArray[np.float32], rate: int) -> None:
+        """One chunk of a participant's decoded audio; dropped while captions are off."""
+        if not self.enabled:
+            return
+        try:
+            self._feed(identity, name).push(pcm, rate, self.engine_language)
+        except EngineError as exc:  # e.g. no free engine slot: this speaker goes uncaptioned
+            log.warning("cannot caption %s in %s: %s", identity, self.room, exc)
+
+    def set_muted(self, identity: str, name: str, muted: bool) -> None:
+        feed = self._feed(identity, name)
+        if muted and not feed.muted:
+            feed.flush()
+        feed.muted = muted
+
+    async def participant_left(self, identity: str) -> None:
+        """Closes and flushes the participant's stream; a rejoin starts a fresh one."""
+        feed = self.feeds.pop(identity, None)
+        if feed is not None:
+            await feed.end_stream()
+
+    async def set_state(
+        self,
+        *,
+        enabled: bool,
+        language: str | None,
+        changed_by: dict[str, str] | None = None,
+    ) -> None:
+        """Applies the host's caption state: off closes streams, a new language reopens them."""
+        language_changed = language != self.language
+        was_enabled = self.enabled
+        self.enabled, self.language = enabled, language
+        self.changed_by = changed_by or self.changed_by
+        if (was_enabled and not enabled) or language_changed:
+            await asyncio.gather(*(feed.end_stream() for feed in self.feeds.values()))
+        self.sink.status(self.status())
+
+    async def aclose(self) -> None:
+        """Flushes every stream (their last words are handed to the sink)."""
+        feeds = list(self.feeds.values())
+        self.feeds.clear()
+        await asyncio.gather(*(feed.end_stream() for feed in feeds), return_exceptions=True)
+
+
+class CaptionPublisher:
+    """Hands a room's captions to the server over ``/captions/publish``, surviving reconnects.
+
+    Bounded, with this policy: finals wait for the server's ack (at most ``max_unacked``;
+    beyond that the oldest is dropped and counted in ``dropped_finals``) and are resent
+    after a reconnect; only the newest partial per ``(speaker, utterance)`` is kept, and
+    partials are dropped while disconnected; only the newest status is kept.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        max_unacked: int = 10_000,
+        reconnect_seconds: float = 1.0,
+        ssl: Any = None,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.max_unacked = max_unacked
+        self.reconnect_seconds = reconnect_seconds
+        self.ssl = ssl
+        self._seq = 0
+        self._unacked: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._to_send: list[int] = []
+        self._partials: dict[tuple[str, int], dict[str, Any]] = {}
+        self._status: Status | None = None
+        self._status_dirty = False
+        self._work = asyncio.Event()
+        self._connected = False
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.dropped_finals = 0
+        self.connected_event = asyncio.Event()
+
+    # CaptionSink
+    def caption(self, event: CaptionEvent, *, stream: str, stream_started_at: float) -> None:
+        self._seq += 1
+        message = {
+            **event.to_json(),
+            "seq": self._seq,
+            "stream": stream,
+            "stream_started_at": round(stream_started_at, 3),
+        }
+        key = (event.speaker.id, event.utterance)
+        if event.kind == "final":
+            self._partials.pop(key, None)
+            self._unacked[self._seq] = message
+            self._to_send.append(self._seq)
+            while len(self._unacked) > self.max_unacked:
+                self._unacked.popitem(last=False)
+                self.dropped_finals += 1
+        elif self._connected:
+            self._partials[key] = message
+        self._work.set()
+
+    def status(self, status: Status) -> None:
+        self._status = dict(status, type="room_state")
+        self._status_dirty = True
+        self._work.set()
+
+    @property
+    def unacked(self) -> int:
+        return len(self._unacked)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def aclose(self, *, timeout: float = 10.0) -> None:
+        """Waits (up to ``timeout``) until every final is acknowledged, then disconnects."""
+        deadline = time.monotonic() + timeout
+        while self._unacked and time.monotonic() < deadline and self._task is not None:
+            await asyncio.sleep(0.05)
+        if self._unacked:
+            log.warning("%d final captions were not acknowledged by the server", self.unacked)
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            while not self._stopping:
+                try:
+                    async with http.ws_connect(
+                        self.url, params={"token": self.token}, heartbeat=30.0, ssl=self.ssl
+                    ) as ws:
+                        await self._serve(ws)
+                except (aiohttp.ClientError, OSError) as exc:
+                    log.info("caption publisher: %s; retrying", exc)
+                finally:
+                    self._connected = False
+                    self.connected_event.clear()
+                    self._partials.clear()
+                await asyncio.sleep(self.reconnect_seconds)
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._connected = True
+        self.connected_event.set()
+        self._to_send = list(self._unacked)  # resend whatever was not acknowledged
+        self._status_dirty = self._status is not None
+        reader = asyncio.create_task(self._read_acks(ws))
+        try:
+            while not reader.done():
+                self._work.clear()
+                await self._send_pending(ws)
+                waiter = asyncio.create_task(self._work.wait())
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        finally:
+            reader.cancel()
+
+    async def _send_pending(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if self._status_dirty and self._status is not None:
+            self._status_dirty = False
+            await ws.send_json(self._status)
+        while self._to_send:
+            message = self._unacked.get(self._to_send.pop(0))
+            if message is not None:
+                await ws.send_json(message)
+        while self._partials:
+            key = next(iter(self._partials))
+            await ws.send_json(self._partials.pop(key))
+
+    async def _read_acks(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                data = msg.json()
+                if data.get("type") == "ack":
+                    self._unacked.pop(int(data["seq"]), None)
+                elif data.get("type") == "error":
+                    log.warning("server refused a caption message: %s", data.get("message"))
+
+
+class Sidecar:
+    """Captions one room: joins it through the SFU, publishes to the server, reconnects.
+
+    ``run()`` keeps the sidecar in the room until :meth:`stop`; if the SFU connection
+    drops (server restart), streams are flushed and it joins again.
+    """
+
+    def __init__(
+        self,
+        sfu_url: str,
+        token: str,
+        runner: EngineRunner,
+        *,
+        publish_url: str | None = None,
+        reconnect_seconds: float = 1.0,
+        ssl: Any = None,
+        **captioner_options: Any,
+    ) -> None:
+        self.sfu_url = sfu_url.rstrip("/")
+        self.token = token
+        self.runner = runner
+        base = self.sfu_url.replace("http", "ws", 1)
+        self.publisher = CaptionPublisher(publish_url or f"{base}/captions/publish", token, ssl=ssl)
+        self.reconnect_seconds = reconnect_seconds
+        self.captioner_options = captioner_options
+        self.captioner: RoomCaptioner | None = None
+        self.joined = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._client: Any = None
+
+    async def run(self) -> None:
+        from sfu.client import SfuClient  # the SFU client pulls in aiortc
+
+        self.publisher.start()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._client = await SfuClient.connect(self.sfu_url, self.token)
+                except CaptionsError as exc:
+                    log.warning("sidecar cannot join %s: %s", self.sfu_url, exc)
+                    if getattr(exc, "code", None) in ("token_invalid", "token_expired"):
+                        raise
+                else:
+                    try:
+                        await self._follow(self._client)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await self._client.close()
+                        self._client = None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.reconnect_seconds)
+        finally:
+            await self.publisher.aclose()
+
+    async def stop(self) -> None:
+        """Leaves the room after flushing every stream to the server."""
+        self._stop.set()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client._ws.close()
+
+    async def _follow(self, client: Any) -> None:
+        state = client.captions or {}
+        captioner = self.captioner = RoomCaptioner(
+            client.room,
+            self.runner,
+            self.publisher,
+            enabled=bool(state.get("enabled", True)),
+            language=state.get("language"),
+            **self.captioner_options,
+        )
+        captioner.changed_by = state.get("changed_by")
+        captioner.set_participants(len(client.participants))
+        self.publisher.status(captioner.status())
+        for participant in client.participants.values():
+            captioner.set_muted(participant.identity, participant.name, participant.audio_muted)
+        self.joined.set()
+        consumers: dict[str, asyncio.Task[None]] = {}
+        try:
+            async for event in client.events():
+                if event.type == "closed" or self._stop.is_set():
+                    break
+                await self._on_event(client, captioner, event, consumers)
+        finally:
+            for task in consumers.values():
+                task.cancel()
+            await asyncio.gather(*consumers.values(), return_exceptions=True)
+            await captioner.aclose()
+            self.joined.clear()
+
+    async def _on_event(
+        self,
+        client: Any,
+        captioner: RoomCaptioner,
+        event: Any,
+        consumers: dict[str, asyncio.Task[None]],
+    ) -> None:
+        participant = event.participant
+        if event.type == "track" and event.track.kind == "audio":
+            old = consumers.pop(participant.identity, None)
+            if old is not None:  # a new track of the same person: a fresh stream
+                old.cancel()
+                await captioner.participant_left(participant.identity)
+            consumers[participant.identity] = asyncio.create_task(
+                self._consume(captioner, participant, event.track)
+            )
+        elif event.type == "participant_updated" and participant is not None:
+            captioner.set_muted(participant.identity, participant.name, participant.audio_muted)
+        elif event.type == "participant_left":
+            identity = event.data.get("identity") or (participant and participant.identity)
+            task = consumers.pop(identity, None)
+            if task is not None:
+                task.cancel()
+            await captioner.participant_left(identity)
+        elif event.type == "room_state":
+            await captioner.set_state(
+                enabled=bool(event.data.get("enabled", True)),
+                language=event.data.get("language"),
+                changed_by=event.data.get("changed_by"),
+            )
+        if event.type in ("participant_joined", "participant_left"):
+            captioner.set_participants(len(client.participants))
+
+    @staticmethod
+    async def _consume(captioner: RoomCaptioner, participant: Any, track: Any) -> None:
+        async for pcm, rate in track.pcm():
+            captioner.audio(participant.identity, participant.name, pcm, rate)
+        # The track ended (unpublished): the speaker's last words become final.
+        await captioner.participant_left(participant.identity)

@@ -1,0 +1,182 @@
+"""The sidecar's per-speaker logic (RoomCaptioner) against the scripted engine, no network."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from captions.events import CaptionEvent
+from captions.runtime import EngineRunner
+from captions.sidecar import RoomCaptioner
+from tests.fakes import ScriptedEngine
+
+RATE = 48_000
+CHUNK = 960  # 20 ms, as Opus frames arrive
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.events: list[tuple[CaptionEvent, str, float]] = []
+        self.statuses: list[dict[str, Any]] = []
+
+    def caption(self, event: CaptionEvent, *, stream: str, stream_started_at: float) -> None:
+        self.events.append((event, stream, stream_started_at))
+
+    def status(self, status: dict[str, Any]) -> None:
+        self.statuses.append(status)
+
+    def finals(self, speaker: str | None = None) -> list[CaptionEvent]:
+        return [
+            e for e, _, _ in self.events if e.kind == "final" and speaker in (None, e.speaker.id)
+        ]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+async def feed(
+    captioner: RoomCaptioner, identity: str, pcm: np.ndarray, clock: FakeClock | None = None
+) -> None:
+    for i in range(0, len(pcm), CHUNK):
+        chunk = pcm[i : i + CHUNK]
+        if clock is not None:
+            clock.t += len(chunk) / RATE
+        captioner.audio(identity, identity.title(), chunk, RATE)
+    await asyncio.sleep(0)
+
+
+async def settle(engine: ScriptedEngine, runner: EngineRunner) -> None:
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if all(not s.session.ready() for s in list(runner._streams.values())):
+            return
+
+
+SCRIPT = [("hello", 0.2, 0.5), ("there", 0.6, 0.9), ("friend", 1.4, 1.8)]
+
+
+async def test_leaver_is_flushed_and_rejoin_gets_a_fresh_stream() -> None:
+    engine = ScriptedEngine(SCRIPT, delay=5.0)  # nothing final before the flush
+    sink = ListSink()
+    async with EngineRunner(engine) as runner:
+        captioner = RoomCaptioner("r", runner, sink)
+        await feed(captioner, "alice", tone(1.0))
+        await settle(engine, runner)
+        assert sink.finals() == []
+        first_stream = captioner.feeds["alice"].stream
+        await captioner.participant_left("alice")  # mid-utterance
+        (final,) = sink.finals("alice")
+        assert final.text == "hello there" and all(w.final for w in final.words)
+        assert final.speaker.name == "Alice"
+        await feed(captioner, "alice", tone(1.0))
+        assert captioner.feeds["alice"].stream is not first_stream
+        await captioner.aclose()
+    streams = {s for e, s, _ in sink.events}
+    assert len(streams) == 2
+    finals = sink.finals("alice")
+    assert len(finals) == 2 and finals[1].utterance > finals[0].utterance
+
+
+async def test_muted_and_silent_audio_never_reaches_the_engine() -> None:
+    engine = ScriptedEngine(SCRIPT)
+    sink = ListSink()
+    async with EngineRunner(engine) as runner:
+        captioner = RoomCaptioner("r", runner, sink, silence_grace_seconds=0.5)
+        # Silence alone opens no stream at all.
+        await feed(captioner, "bob", np.zeros(RATE * 3, np.float32))
+        assert runner.active_streams == 0
+        await feed(captioner, "bob", tone(0.5))
+        await settle(engine, runner)
+        seen = engine.samples_seen["bob"]
+        assert abs(seen - 8000) <= 64  # 0.5 s at 16 kHz (resampler latency aside)
+        # Long digital silence: only the grace period is pushed.
+        await feed(captioner, "bob", np.zeros(RATE * 5, np.float32))
+        await settle(engine, runner)
+        assert engine.samples_seen["bob"] - seen <= 0.5 * 16000 + 320
+        seen = engine.samples_seen["bob"]
+        captioner.set_muted("bob", "Bob", True)
+        await feed(captioner, "bob", tone(2.0))
+        await settle(engine, runner)
+        assert engine.samples_seen["bob"] == seen
+        captioner.set_muted("bob", "Bob", False)
+        await feed(captioner, "bob", tone(0.5))
+        await settle(engine, runner)
+        assert abs(engine.samples_seen["bob"] - (seen + 8000)) <= 64
+        await captioner.aclose()
+
+
+async def test_host_off_drops_audio_before_the_engine_and_on_resumes() -> None:
+    engine = ScriptedEngine(SCRIPT, delay=5.0)
+    sink = ListSink()
+    async with EngineRunner(engine) as runner:
+        captioner = RoomCaptioner("r", runner, sink)
+        await feed(captioner, "alice", tone(1.0))
+        host = {"identity": "h", "name": "Host"}
+        await captioner.set_state(enabled=False, language=None, changed_by=host)
+        assert sink.finals("alice")[0].text == "hello there"  # flushed on off
+        assert runner.active_streams == 0
+        seen = engine.samples_seen["alice"]
+        await feed(captioner, "alice", tone(3.0))
+        await settle(engine, runner)
+        assert engine.samples_seen["alice"] == seen
+        assert sink.statuses[-1]["captions"] == "off"
+        assert sink.statuses[-1]["changed_by"] == host
+        await captioner.set_state(enabled=True, language=None, changed_by=host)
+        await feed(captioner, "alice", tone(1.0))
+        await settle(engine, runner)
+        assert abs(engine.samples_seen["alice"] - (seen + 16000)) <= 64
+        await captioner.aclose()
+
+
+async def test_language_change_reopens_streams_in_a_supported_language() -> None:
+    engine = ScriptedEngine(SCRIPT)
+    engine.info = engine.info.__class__(**{**engine.info.__dict__, "languages": ("en", "fr")})
+    sink = ListSink()
+    async with EngineRunner(engine) as runner:
+        captioner = RoomCaptioner("r", runner, sink)
+        await feed(captioner, "alice", tone(0.5))
+        assert captioner.feeds["alice"].stream.session.language is None
+        await captioner.set_state(enabled=True, language="fr")
+        await feed(captioner, "alice", tone(0.5))
+        assert captioner.feeds["alice"].stream.session.language == "fr"
+        assert sink.statuses[-1]["language"] == "fr"
+        await captioner.set_state(enabled=True, language="xx")  # unsupported: engine default
+        await feed(captioner, "alice", tone(0.5))
+        assert captioner.feeds["alice"].stream.session.language is None
+        await captioner.aclose()
+
+
+async def test_word_times_map_to_wall_clock_across_skipped_audio() -> None:
+    # Stream time: 1 s tone, 0.2 s of pushed silence (grace), then the second tone at 1.2 s.
+    engine = ScriptedEngine([("one", 0.1, 0.4), ("two", 1.3, 1.6)], delay=0.2)
+    sink = ListSink()
+    clock = FakeClock()
+    async with EngineRunner(engine) as runner:
+        captioner = RoomCaptioner("r", runner, sink, silence_grace_seconds=0.2, now=clock)
+        start = clock.t
+        await feed(captioner, "alice", tone(1.0), clock)
+        await feed(captioner, "alice", np.zeros(RATE * 10, np.float32), clock)  # 10 s skipped
+        await feed(captioner, "alice", tone(1.0), clock)
+        await settle(engine, runner)
+        await captioner.aclose()
+    wall = {
+        w.text: origin + w.start
+        for e, _, origin in sink.events
+        if e.kind == "final"
+        for w in e.words
+    }
+    assert abs(wall["one"] - (start + 0.1)) < 0.05
+    # "two" came 0.1 s into the second tone, which started 11 s after the first one.
+    assert abs(wall["two"] - (start + 11.1)) < 0.05
