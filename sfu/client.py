@@ -99,7 +99,8 @@ class PacedPacketTrack(MediaStreamTrack):
         self._start: float | None = None
         self.record = record
         self.sent: list[bytes] = []
-        self.sent_at: list[float] = []
+        self.sent_times: dict[bytes, float] | None = None
+        """If set to a dict, payload -> monotonic time it was handed to the sender."""
 
     @property
     def duration(self) -> float:
@@ -129,9 +130,8 @@ class PacedPacketTrack(MediaStreamTrack):
         packet.time_base = self._time_base
         if self.record:
             self.sent.append(payload)
-        self.sent_at.append(time.monotonic())
-        if len(self.sent_at) > 10_000:
-            del self.sent_at[:5000]
+        if self.sent_times is not None:
+            self.sent_times[payload] = time.monotonic()
         return packet
 
 

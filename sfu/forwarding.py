@@ -64,20 +64,22 @@ class EncodedTrack(MediaStreamTrack):
         super().__init__()
         self.kind = kind
         limit = max_frames or (AUDIO_QUEUE_FRAMES if kind == "audio" else VIDEO_QUEUE_FRAMES)
-        self._frames: deque[av.Packet] = deque(maxlen=limit)
+        self._frames: deque[tuple[av.Packet, float]] = deque(maxlen=limit)
         self._waiter: asyncio.Future[None] | None = None
         self._on_drop = on_drop
         self.dropped = 0
         self.delivered = 0
+        self.delays: deque[float] = deque(maxlen=512)
+        """Recent seconds from the frame's arrival (``push`` or ``arrival``) to ``recv``."""
 
-    def push(self, packet: av.Packet) -> None:
+    def push(self, packet: av.Packet, arrival: float | None = None) -> None:
         if self.readyState != "live":
             return
         if len(self._frames) == self._frames.maxlen:
             self.dropped += 1
             if self._on_drop is not None:
                 self._on_drop()
-        self._frames.append(packet)
+        self._frames.append((packet, time.monotonic() if arrival is None else arrival))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -92,7 +94,9 @@ class EncodedTrack(MediaStreamTrack):
             finally:
                 self._waiter = None
         self.delivered += 1
-        return self._frames.popleft()
+        packet, arrival = self._frames.popleft()
+        self.delays.append(time.monotonic() - arrival)
+        return packet
 
     def stop(self) -> None:
         super().stop()
@@ -160,6 +164,7 @@ class EncodedFrameReceiver(RTCRtpReceiver):
 
     _frame_sink: _FrameSink
     last_ssrc: int | None
+    last_arrival: float
 
     async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
         aiortc: Any = self  # aiortc's private state, by its mangled names
@@ -178,6 +183,7 @@ class EncodedFrameReceiver(RTCRtpReceiver):
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         self.last_ssrc = packet.ssrc
+        self.last_arrival = time.monotonic()
         await super()._handle_rtp_packet(packet, arrival_time_ms)
 
     async def send_pli(self) -> None:
@@ -202,6 +208,7 @@ def receive_encoded(receiver: RTCRtpReceiver, on_frame: FrameCallback) -> Encode
     receiver.__class__ = EncodedFrameReceiver
     encoded._frame_sink = _FrameSink(receiver, on_frame)
     encoded.last_ssrc = None
+    encoded.last_arrival = 0.0
     if receiver.track is not None and receiver.track.kind == "audio":
         encoded._RTCRtpReceiver__jitter_buffer = _AudioPassThrough()
     return encoded
@@ -245,8 +252,10 @@ class Publication:
             return
         if self.muted:
             return
+        # Latency is measured from the RTP packet's arrival at the SFU.
+        arrival = self.receiver.last_arrival if self.receiver is not None else None
         for track in self.subscribers.values():
-            track.push(packet)
+            track.push(packet, arrival)
 
     def subscribe(self, subscriber: str) -> EncodedTrack:
         old = self.subscribers.pop(subscriber, None)
