@@ -60,7 +60,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from captions.audio import load_audio
 from captions.exceptions import AuthError, CaptionsError, ProtocolError
-from sfu.forwarding import EncodedTrack, receive_encoded
+from sfu.forwarding import EncodedFrameReceiver, EncodedTrack, receive_encoded
 from sfu.signalling import encode, parse_server_message
 
 OPUS_RATE = 48_000
@@ -233,6 +233,12 @@ class RemoteTrack:
         self.codec: str | None = None
         self.frames_received = 0
         self.received_at: deque[float] = deque(maxlen=10_000)
+        self.receiver: EncodedFrameReceiver | None = None
+
+    async def request_keyframe(self) -> None:
+        """Sends a PLI for this (video) track; the SFU relays it to the publisher."""
+        if self.receiver is not None:
+            await self.receiver.send_pli()
 
     def _on_frame(self, packet: av.Packet, codec: RTCRtpCodecParameters) -> None:
         self.codec = codec.mimeType
@@ -550,7 +556,7 @@ class SfuClient:
                 if transceiver.receiver.track not in new_receivers:
                     continue
                 remote = RemoteTrack(transceiver.kind, mid)
-                receive_encoded(transceiver.receiver, remote._on_frame)
+                remote.receiver = receive_encoded(transceiver.receiver, remote._on_frame)
                 self._tracks_by_mid[mid] = remote
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
