@@ -125,6 +125,10 @@ class BenchResult:
             "audio_seconds": round(self.fed_seconds, 2),
             "rtf": round(self.busy_seconds / self.fed_seconds, 4) if self.fed_seconds else None,
             "cpu_cores": None if cores is None else round(cores, 3),
+            # Share of the run the engine worker spent computing: near 1 means saturated.
+            "engine_busy": round(self.busy_seconds / self.wall_seconds, 3)
+            if self.wall_seconds
+            else None,
             "cpu_count": os.cpu_count(),
             "latency": {
                 "first_partial_p50": percentile(first, 50),
