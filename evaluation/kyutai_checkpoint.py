@@ -20,6 +20,7 @@ from typing import Any
 import sentencepiece
 import torch
 from moshi.models import loaders
+from moshi.utils.compile import no_compile
 from safetensors.torch import save_file
 
 TEXT_CARD = 64
@@ -79,6 +80,35 @@ def _tokenizer_bytes(vocab_size: int) -> bytes:
     return model.getvalue()
 
 
+def _seed_codebooks(mimi: Any) -> None:
+    """Gives fresh (all-zero) codebooks centroids drawn from real encoder outputs.
+
+    Training would do this; without it every frame quantizes to code 0 and the model's
+    output could not depend on the audio. Each residual layer gets centroids sampled
+    from the residuals it sees on a mix of tones and noise at several levels.
+    """
+    t = torch.arange(4 * 1920) / 24000
+    clips = [
+        level * torch.sin(2 * torch.pi * freq * t) + noise * torch.randn_like(t)
+        for level in (0.05, 0.3, 0.9)
+        for freq in (110.0, 220.0, 440.0, 880.0, 1500.0)
+        for noise in (0.0, 0.05, 0.3)
+    ]
+    audio = torch.stack(clips)[:, None, :]
+    with torch.no_grad(), no_compile():
+        latent = mimi._encode_to_unquantized_latent(audio)
+        for rvq in (mimi.quantizer.rvq_first, mimi.quantizer.rvq_rest):
+            residual = rvq.input_proj(latent).transpose(1, 2).reshape(-1, rvq.dimension)
+            for layer in rvq.vq.layers:
+                book = layer._codebook
+                pick = torch.randint(0, residual.shape[0], (book.embedding_sum.shape[0],))
+                centroids = residual[pick]
+                book.embedding_sum.copy_(centroids * book.cluster_usage[:, None])
+                book._initialized.fill_(1.0)
+                nearest = torch.cdist(residual, centroids).argmin(dim=1)
+                residual = residual - centroids[nearest]
+
+
 def write_random_checkpoint(
     directory: Path,
     *,
@@ -124,11 +154,13 @@ def write_random_checkpoint(
     }
     lm = loaders.get_moshi_lm(None, lm_kwargs=lm_config, device="cpu", dtype=torch.float32)
     mimi_model = loaders.get_mimi(None, mimi_config, device="cpu", num_codebooks=n_q)
+    _seed_codebooks(mimi_model)
+    mimi_state = mimi_model.state_dict()
     save_file(
         {k: v.contiguous() for k, v in lm.state_dict().items()}, directory / "model.safetensors"
     )
     save_file(
-        {k: v.contiguous() for k, v in mimi_model.state_dict().items()},
+        {k: v.contiguous() for k, v in mimi_state.items()},
         directory / "mimi.safetensors",
     )
     (directory / "tokenizer.model").write_bytes(_tokenizer_bytes(TEXT_CARD))

@@ -117,7 +117,9 @@ async def test_reconnects_with_backoff_when_the_server_is_full() -> None:
             b = await asyncio.wait_for(second_events, 20)
     for got in (a, b):
         assert [w.text for e in got if e.kind == "final" for w in e.words] == [
-            "good", "morning", "everyone",
+            "good",
+            "morning",
+            "everyone",
         ]
 
 

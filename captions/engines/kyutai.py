@@ -24,9 +24,11 @@ the utterance closes. Ending a stream feeds the model ``audio_delay_seconds`` pl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +142,8 @@ class KyutaiSession(Session):
     next_position: int = 0
     pause_probabilities: tuple[float, ...] = NEUTRAL_PAUSE_PROBABILITIES
     steps: int = 0
+    recent_tokens: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
+    """The last text tokens, for diagnostics (bounded)."""
 
     def ready(self) -> bool:
         if self.finished:
@@ -179,6 +183,7 @@ class KyutaiEngine(Engine):
     ) -> None:
         import torch
         from moshi.models import LMGen, loaders
+        from moshi.utils.compile import no_compile
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -228,6 +233,9 @@ class KyutaiEngine(Engine):
             raise EngineError(f"max_streams must be at least 1, got {max_streams}")
         self._gen = LMGen(self._lm, use_sampling=False, support_out_of_sync=True)
         self._torch = torch
+        # torch.compile pays off on a GPU server; on a CPU its compile time (and a
+        # recompile per shape) costs far more than it saves.
+        self._compile_guard = no_compile if self.device.type == "cpu" else contextlib.nullcontext
         self._mimi.streaming_forever(max_streams)
         self._gen.streaming_forever(max_streams)
         self._slots: list[KyutaiSession | None] = [None] * max_streams
@@ -329,7 +337,7 @@ class KyutaiEngine(Engine):
             if s.needs_reset:
                 reset[s.slot] = True
                 s.needs_reset = False
-        with torch.no_grad():
+        with torch.no_grad(), self._compile_guard():
             if bool(reset.any()):
                 self._mimi.reset_streaming(reset.to(self.device))
                 self._gen.reset_streaming(reset.to(self.device))
@@ -352,6 +360,7 @@ class KyutaiEngine(Engine):
 
     def _take_token(self, s: KyutaiSession, token: int) -> None:
         assert s.assembler is not None
+        s.recent_tokens.append(token)
         done = s.assembler.push(token)
         building = s.assembler.building
         s.track.update(commit=done, tail=[building] if building is not None else [])
@@ -359,6 +368,7 @@ class KyutaiEngine(Engine):
         if (
             head is not None
             and not s.draining
+            and len(s.pause_probabilities) > head
             and s.pause_probabilities[head] > self.end_of_turn_threshold
             and building is None
             and s.track.is_open
