@@ -317,7 +317,7 @@ class CaptionPublisher:
         *,
         max_unacked: int = 10_000,
         reconnect_seconds: float = 1.0,
-        ssl: Any = None,
+        ssl: Any = True,
     ) -> None:
         self.url = url
         self.token = token
@@ -455,7 +455,7 @@ class Sidecar:
         *,
         publish_url: str | None = None,
         reconnect_seconds: float = 1.0,
-        ssl: Any = None,
+        ssl: Any = True,
         **captioner_options: Any,
     ) -> None:
         self.sfu_url = sfu_url.rstrip("/")

@@ -21,6 +21,8 @@ COMMANDS = [
     "cli.token",
     "cli.eval",
     "cli.bench",
+    "cli.serve",
+    "cli.sidecar",
 ]
 
 

@@ -1,0 +1,103 @@
+"""``captions serve``: the SFU, the captioning sidecar and the meeting page in one process.
+
+Listens on 127.0.0.1:8000 by default with the embedded default engine, prints a host
+link and a guest link for the default room, and stops cleanly on Ctrl-C or SIGTERM:
+every open caption stream is flushed into the transcript store first.
+
+Browsers only give the microphone to secure origins (and localhost): to serve other
+machines, use ``--tls-cert/--tls-key`` or ``--tls-self-signed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from captions.engines import create_engine
+from captions.meeting import Meeting
+from captions.runtime import EngineRunner
+from cli.common import add_engine_arguments, engine_options
+from sfu.settings import Settings
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the meeting server (SFU, captions, meeting page)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: 8000)")
+    parser.add_argument("--data-dir", help="token secret, transcripts, TLS files (default: ./data)")
+    parser.add_argument("--base-url", help="how browsers reach the server, for the links")
+    parser.add_argument("--room", help="the default room, for the printed links (default: lobby)")
+    tls = parser.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", help="PEM certificate (with --tls-key)")
+    tls.add_argument("--tls-key", help="PEM private key (with --tls-cert)")
+    tls.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        help="generate (once, into the data directory) and use a self-signed certificate",
+    )
+    parser.add_argument(
+        "--retention-hours",
+        type=float,
+        default=24.0,
+        help="delete a room's transcript this long after the room ends (default: 24)",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="log more")
+    add_engine_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        public_base_url=args.base_url,
+        default_room=args.room,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_self_signed=args.tls_self_signed or None,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = settings_from(args)
+    print(f"loading the {args.engine} engine...", flush=True)
+    engine = create_engine(args.engine, engine_options(args))
+    asyncio.run(serve(settings, engine, args))
+    return 0
+
+
+async def serve(settings: Settings, engine: Any, args: argparse.Namespace) -> None:
+    runner = EngineRunner(engine)
+    meeting = Meeting(
+        settings, runner, retention_hours=args.retention_hours, language=args.language
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await meeting.start()
+    try:
+        links = meeting.links()
+        print(f"captions: serving {meeting.base_url} (engine {engine.info.name})")
+        print(f"  data directory: {settings.data_dir.resolve()}")
+        print(f"  host link  (room {settings.default_room}): {links.host}")
+        print(f"  guest link (room {settings.default_room}): {links.guest}", flush=True)
+        await stop.wait()
+        print("captions: stopping, flushing transcripts...", flush=True)
+    finally:
+        await meeting.stop()

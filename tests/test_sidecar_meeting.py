@@ -1,0 +1,222 @@
+"""The sidecar in a real meeting over loopback: aiortc bots, the SFU, /captions.
+
+The scripted engine stands in for speech recognition here (the engine is not the point):
+it turns any audio into scripted words and counts the samples that reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from captions.meeting import Meeting
+from captions.runtime import EngineRunner
+from captions.sidecar import Sidecar
+from sfu.client import SfuClient, pcm_audio_track
+from sfu.settings import Settings
+from sfu.tokens import Grants, mint_token
+from tests.fakes import ScriptedEngine
+
+SECRET = "t" * 40
+ROOM = "lobby"
+SCRIPT = [("hello", 0.2, 0.5), ("there", 0.6, 0.9), ("friend", 1.2, 1.5)]
+
+
+def tone(seconds: float = 1.0, freq: float = 220.0) -> np.ndarray:
+    t = np.arange(int(seconds * 48_000)) / 48_000
+    return (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def token(name: str, role: str = "participant", **kw: Any) -> str:
+    grants = Grants.for_role(ROOM, name.title(), role, identity=name)  # type: ignore[arg-type]
+    return mint_token(SECRET, grants, **kw)
+
+
+async def start_meeting(tmp_path: Path, engine: ScriptedEngine, **kw: Any) -> Meeting:
+    settings = Settings(port=0, data_dir=tmp_path, secret_override=SECRET)
+    meeting = Meeting(settings, EngineRunner(engine), **kw)
+    await meeting.start()
+    return meeting
+
+
+@pytest.fixture
+def engine() -> ScriptedEngine:
+    return ScriptedEngine(SCRIPT, delay=5.0)  # words stay tentative until a flush
+
+
+@pytest.fixture
+async def meeting(tmp_path: Path, engine: ScriptedEngine) -> AsyncIterator[Meeting]:
+    m = await start_meeting(tmp_path, engine)
+    yield m
+    await m.stop()
+
+
+class CaptionReader:
+    """A /captions client collecting every message."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.messages: list[dict[str, Any]] = []
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.messages.append(json.loads(msg.data))
+
+    def captions(self, kind: str | None = None, speaker: str | None = None) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in self.messages
+            if m["type"] == "caption"
+            and kind in (None, m["kind"])
+            and speaker in (None, m["speaker"])
+        ]
+
+    def states(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == "room_state"]
+
+
+async def reader(http: aiohttp.ClientSession, meeting: Meeting, name: str) -> CaptionReader:
+    ws = await http.ws_connect(f"{meeting.base_url}/captions?token={token(name, 'guest')}")
+    return CaptionReader(ws)
+
+
+async def until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        await asyncio.sleep(0.05)
+
+
+async def speaker(meeting: Meeting, name: str, *, role: str = "participant") -> SfuClient:
+    client = await SfuClient.connect(meeting.base_url, token(name, role))
+    await client.publish(audio=pcm_audio_track(tone(), 48_000, loop=True))
+    return client
+
+
+async def test_room_changes_leave_mute_rejoin(meeting: Meeting, engine: ScriptedEngine) -> None:
+    async with aiohttp.ClientSession() as http:
+        watcher = await reader(http, meeting, "watcher")
+        alice = await speaker(meeting, "alice")
+        bob = await speaker(meeting, "bob")
+        await until(lambda: watcher.captions("partial", "alice"), what="alice's partials")
+        await until(lambda: watcher.captions("partial", "bob"), what="bob's partials")
+        assert watcher.captions("partial", "alice")[0]["speaker_name"] == "Alice"
+
+        # Leaving mid-utterance: the last words arrive as a final.
+        assert not watcher.captions("final", "alice")
+        await alice.close()
+        await until(lambda: watcher.captions("final", "alice"), what="alice's final")
+        (final,) = watcher.captions("final", "alice")
+        assert final["text"].startswith("hello") and all(w["final"] for w in final["words"])
+
+        # Muting flushes the utterance and stops bob's audio reaching the engine.
+        await bob.set_muted("audio", True)
+        await until(lambda: watcher.captions("final", "bob"), what="bob's final on mute")
+        await asyncio.sleep(0.5)
+        muted_at = engine.samples_seen["bob"]
+        await asyncio.sleep(1.5)
+        assert engine.samples_seen["bob"] - muted_at < 0.1 * 16_000
+        await bob.set_muted("audio", False)
+        await until(lambda: engine.samples_seen["bob"] > muted_at + 16_000, what="unmute")
+
+        # Rejoining gets a fresh stream: new, higher utterance numbers.
+        alice = await speaker(meeting, "alice")
+        await until(
+            lambda: any(
+                m["utterance"] > final["utterance"] for m in watcher.captions("partial", "alice")
+            ),
+            what="alice's new stream",
+        )
+        await alice.close()
+        await bob.close()
+        await until(lambda: len(watcher.captions("final", "alice")) == 2, what="second final")
+        await watcher.ws.close()
+
+
+async def test_host_toggle_stops_engine_input_and_on_resumes(
+    meeting: Meeting, engine: ScriptedEngine
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        watcher = await reader(http, meeting, "watcher")
+        host = await speaker(meeting, "hannah", role="host")
+        await until(lambda: engine.samples_seen.get("hannah", 0) > 16_000, what="audio")
+
+        guest = await SfuClient.connect(meeting.base_url, token("gus", "guest"))
+        await guest.set_captions(False)  # refused: not the host
+        await guest.wait_for("error", code="forbidden")
+
+        await host.set_captions(False)
+        await until(
+            lambda: watcher.states() and watcher.states()[-1]["captions"] == "off", what="off"
+        )
+        assert watcher.states()[-1]["changed_by"]["identity"] == "hannah"
+        await asyncio.sleep(0.3)
+        off_at = engine.samples_seen["hannah"]
+        await asyncio.sleep(2.0)
+        assert engine.samples_seen["hannah"] == off_at  # nothing reaches the engine
+        assert meeting.runner.active_streams == 0
+
+        await host.set_captions(True)
+        await until(lambda: engine.samples_seen["hannah"] > off_at + 16_000, what="resumed")
+        assert watcher.states()[-1]["captions"] == "on"
+        await guest.close()
+        await host.close()
+        await watcher.ws.close()
+
+
+async def test_transcript_survives_sidecar_and_server_restarts(tmp_path: Path) -> None:
+    engine = ScriptedEngine(SCRIPT, delay=5.0)
+    meeting = await start_meeting(tmp_path, engine, embedded_sidecar=False)
+    captioner = mint_token(SECRET, Grants.captioner_for(ROOM))
+    host_token = token("hannah", "host")
+
+    async def run_sidecar() -> tuple[Sidecar, asyncio.Task[None]]:
+        sidecar = Sidecar(meeting.base_url, captioner, meeting.runner)
+        return sidecar, asyncio.create_task(sidecar.run())
+
+    async def stored() -> list[dict[str, Any]]:
+        url = f"{meeting.base_url}/rooms/{ROOM}/transcript.json"
+        async with http.get(url, headers={"Authorization": f"Bearer {host_token}"}) as resp:
+            assert resp.status == 200
+            data: list[dict[str, Any]] = json.loads(await resp.text())
+            return data
+
+    async with aiohttp.ClientSession() as http:
+        alice = await speaker(meeting, "alice")
+        first, task = await run_sidecar()
+        await until(lambda: engine.samples_seen.get("alice", 0) > 24_000, what="audio")
+        await first.stop()  # a clean stop flushes alice's open utterance into the store
+        await task
+        assert [e["speaker"] for e in await stored()] == ["alice"]
+
+        second, task = await run_sidecar()  # resumes captioning the same room
+        seen = engine.samples_seen["alice"]
+        await until(lambda: engine.samples_seen["alice"] > seen + 24_000, what="resumed")
+        await alice.close()
+        await until(lambda: second.captioner is not None and not second.captioner.feeds)
+        await until(lambda: second.publisher.unacked == 0)
+        events = await stored()
+        assert len(events) == 2 and all(e["text"].startswith("hello") for e in events)
+        await second.stop()
+        await task
+    await meeting.stop()
+
+    # A new server on the same data directory still has the transcript.
+    meeting = await start_meeting(tmp_path, ScriptedEngine(SCRIPT), embedded_sidecar=False)
+    async with aiohttp.ClientSession() as http:
+        events = await stored()
+        assert len(events) == 2
+        # One timeline: the second run's words come after the first run's.
+        assert events[1]["words"][0]["start"] > events[0]["words"][-1]["start"]
+    await meeting.stop()
