@@ -170,7 +170,10 @@ def test_screenshot_of_meeting_with_captions(meeting: Meeting) -> None:
     page.screenshot(path=str(path))
     assert path.stat().st_size > 10_000
     # Keyboard: `c` hides and shows the captions for this viewer only.
-    page.locator("body").focus()
+    # Not while typing in the search box (where the transcript panel put the focus)...
+    page.keyboard.press("c")
+    assert page.get_attribute("[data-testid=captions]", "data-visible") == "true"
+    page.evaluate("document.activeElement.blur()")
     page.keyboard.press("c")
     assert page.get_attribute("[data-testid=captions]", "data-visible") == "false"
     assert page.get_attribute("[data-testid=captions-toggle]", "aria-pressed") == "false"
@@ -192,7 +195,7 @@ def test_host_turns_captions_off_then_on(meeting: Meeting) -> None:
         assert "turned off by Alice" in page.inner_text("[data-testid=notice]")
     # Whatever the engine had already heard may still arrive as a final; then nothing.
     alice.wait_for_timeout(2500)
-    before = {p: len(recorded(p)) for p in ("alice", "bob")}
+    before = {"alice": len(recorded(alice)), "bob": len(recorded(bob))}
     alice.wait_for_timeout(8000)  # both files loop through speech in this time
     after = {"alice": len(recorded(alice)), "bob": len(recorded(bob))}
     assert after == before, "a caption line appeared while captions were off"
@@ -235,12 +238,12 @@ def test_late_joiner_sees_earlier_finals_in_transcript(meeting: Meeting) -> None
 @pytest.mark.parametrize("case", ["bad_signature", "just_expired"])
 def test_link_refused_by_server_shows_error_screen(meeting: Meeting, case: str) -> None:
     if case == "bad_signature":
-        grants = Grants.for_role(ROOM, "Eve", "participant")
+        grants = Grants.for_role(ROOM, "Eve", "guest")
         token = mint_token("another-secret-" + "y" * 32, grants)
         url, code = f"{meeting.base}/room/{ROOM}#token={token}", "token_invalid"
     else:
         # Expired a moment ago: within the page's clock tolerance, so the server decides.
-        url, code = link(meeting.base, "Eve", "participant", ttl=1), "token_expired"
+        url, code = link(meeting.base, "Eve", "guest", ttl=1), "token_expired"
         time.sleep(2)
     with browser_page(meeting.playwright) as eve:
         eve.goto(url)
