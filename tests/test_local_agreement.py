@@ -76,3 +76,14 @@ def test_committed_words_only_ever_grow(hypotheses: list[list[str]]) -> None:
         assert texts(la.committed) == seen
     seen.extend(texts(la.finish()))
     assert texts(la.committed) == seen
+
+
+def test_max_tentative_seconds_bounds_the_finalisation_delay() -> None:
+    la = LocalAgreement(max_tentative_seconds=2.0)
+    la.insert(hyp("we met on monday"), audio_end=2.0)
+    # "met" flips every time, which would block everything after it.
+    assert texts(la.insert(hyp("we mat on monday at", step=0.5), audio_end=2.5)) == ["we"]
+    commit = la.insert(hyp("we mit on monday at noon today", step=0.5), audio_end=4.0)
+    # Words ending by 4.0 - 2.0 = 2.0 s are committed in the newest spelling.
+    assert texts(commit) == ["mit", "on", "monday"]
+    assert texts(la.tail) == ["at", "noon", "today"]

@@ -36,6 +36,8 @@ class LocalAgreement:
     overlap_seconds: float = 0.1
     """Hypothesis words starting this much before the last commit end are dropped."""
     max_prompt_words: int = 40
+    max_tentative_seconds: float | None = None
+    """Commit words that ended this long before the audio's end even without agreement."""
     committed: list[Word] = field(default_factory=list)
     """Committed words still inside the audio buffer."""
     previous_text: list[str] = field(default_factory=list)
@@ -58,17 +60,27 @@ class LocalAgreement:
 
     @property
     def prompt(self) -> str:
-        words = [*self.previous_text, *(w.text for w in self.committed)]
-        return " ".join(words[-self.max_prompt_words :])
+        """Committed text whose audio left the buffer (the words inside it are re-heard)."""
+        return " ".join(self.previous_text[-self.max_prompt_words :])
 
-    def insert(self, hypothesis: Sequence[Word]) -> list[Word]:
-        """Takes a new hypothesis of the buffer; returns the words it newly commits."""
+    def insert(self, hypothesis: Sequence[Word], *, audio_end: float | None = None) -> list[Word]:
+        """Takes a new hypothesis of the buffer; returns the words it newly commits.
+
+        With ``audio_end`` (the buffer's end, same clock as the words) and
+        ``max_tentative_seconds`` set, a word that ended that long before the end of the
+        audio is committed even without agreement, which bounds the finalisation delay
+        when the recogniser keeps hesitating over one word.
+        """
         new = self._strip_committed(hypothesis)
         commit: list[Word] = []
         for old, word in zip(self._tail, new, strict=False):
             if normalise(old.text) != normalise(word.text):
                 break
             commit.append(word)
+        if audio_end is not None and self.max_tentative_seconds is not None:
+            limit = audio_end - self.max_tentative_seconds
+            while len(commit) < len(new) and new[len(commit)].end <= limit:
+                commit.append(new[len(commit)])
         self._tail = new[len(commit) :]
         if commit:
             self.committed.extend(commit)

@@ -58,6 +58,8 @@ class WhisperSettings:
     max_buffer_seconds: float = 8.0
     max_utterance_seconds: float = 12.0
     pad_seconds: float = 3.0
+    max_tentative_seconds: float = 2.0
+    """A word this old (behind the audio's end) is finalised even without agreement."""
     cpu_threads: int = 2
     vad_threshold: float = 0.5
     # Hypotheses that look like Whisper's hallucinations on non-speech are dropped.
@@ -113,6 +115,7 @@ def available_models() -> list[ModelListing]:
 class WhisperSession(Session):
     vad: VadStream | None = None
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    """Replaced per session by one configured from the engine's settings."""
     audio: PCM = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     audio_start: int = 0
     """Absolute sample index of ``audio[0]``."""
@@ -213,6 +216,7 @@ class WhisperEngine(Engine):
             track=track,
             inbox=inbox,
             language=language,
+            agreement=LocalAgreement(max_tentative_seconds=s.max_tentative_seconds),
             vad=VadStream(
                 self.vad_model,
                 threshold=s.vad_threshold,
@@ -279,7 +283,7 @@ class WhisperEngine(Engine):
         """Re-transcribes the open utterance's buffer; LocalAgreement decides what is final."""
         hypothesis = self._transcribe(s, s.buffer_start, s.position)
         s.transcribed_to = s.position
-        commit = s.agreement.insert(hypothesis.words)
+        commit = s.agreement.insert(hypothesis.words, audio_end=s.position / SAMPLE_RATE)
         s.track.update(commit=commit, tail=s.agreement.tail)
         self._trim(s)
 
