@@ -154,6 +154,7 @@ async def run(publishers: int, subscribers: int, seconds: float, warmup: float) 
     sfu: subprocess.Popen[Any] = subprocess.Popen([*me, "--serve", str(port)], env=env)
     children: list[subprocess.Popen[str]] = []
     clients: list[SfuClient] = []
+    sources: list[PacedPacketTrack] = []
     try:
         for _ in range(100):
             try:
@@ -169,7 +170,9 @@ async def run(publishers: int, subscribers: int, seconds: float, warmup: float) 
             )
             client = await SfuClient.connect(url, mint_token(SECRET, grants))
             clients.append(client)
-            await client.publish(audio=PacedPacketTrack("audio", packets, OPUS_RATE, loop=True))
+            source = PacedPacketTrack("audio", packets, OPUS_RATE, loop=True)
+            sources.append(source)
+            await client.publish(audio=source)
         for first in range(0, subscribers, SUBSCRIBERS_PER_PROCESS):
             count = min(SUBSCRIBERS_PER_PROCESS, subscribers - first)
             children.append(
@@ -202,6 +205,7 @@ async def run(publishers: int, subscribers: int, seconds: float, warmup: float) 
         await asyncio.sleep(warmup)
         before = await _get_stats(url, reset=True)
         start_wall, start_cpu = time.monotonic(), _cpu_seconds(sfu.pid)
+        sent_before = sum(s.frames_sent for s in sources)
         for child in children:
             assert child.stdin is not None
             child.stdin.write("start\n")
@@ -211,9 +215,18 @@ async def run(publishers: int, subscribers: int, seconds: float, warmup: float) 
             assert child.stdout is not None
             results.append(json.loads(await loop.run_in_executor(None, child.stdout.readline)))
         wall = time.monotonic() - start_wall
+        sent_rate = (sum(s.frames_sent for s in sources) - sent_before) / (publishers * wall * 50)
         cpu_share = (_cpu_seconds(sfu.pid) - start_cpu) / wall
         after = await _get_stats(url, reset=False)
         delays = sorted(after["delays"])
+        print(
+            "rtp",
+            after["rtp_in"] - before["rtp_in"],
+            "frames",
+            after["frames_in"] - before["frames_in"],
+            after["states"],
+            file=sys.stderr,
+        )
         received = (after["frames_in"] - before["frames_in"]) / (publishers * wall * 50)
         forwarded = after["delivered"] - before["delivered"]
         us_per_packet = 1e6 * cpu_share * wall / max(forwarded, 1)
@@ -231,6 +244,7 @@ async def run(publishers: int, subscribers: int, seconds: float, warmup: float) 
             "streams_per_core": streams / cpu_share if cpu_share else float("inf"),
             "sfu_cpu_us_per_forwarded_packet": us_per_packet,
             "streams_per_core_at_that_cost": 1e6 / (us_per_packet * 50),
+            "publishers_behind_schedule_percent": max(0.0, 100 * (1 - sent_rate)),
             "loss_publisher_to_sfu_percent": max(0.0, 100 * (1 - received)),
             "sfu_queue_drops": after["dropped"] - before["dropped"],
             "loss_first_half_percent": loss(0),

@@ -99,6 +99,7 @@ class PacedPacketTrack(MediaStreamTrack):
         self._start: float | None = None
         self.record = record
         self.sent: list[bytes] = []
+        self.frames_sent = 0
         self.sent_times: dict[bytes, float] | None = None
         """If set to a dict, payload -> monotonic time it was handed to the sender."""
 
@@ -130,6 +131,7 @@ class PacedPacketTrack(MediaStreamTrack):
         packet.time_base = self._time_base
         if self.record:
             self.sent.append(payload)
+        self.frames_sent += 1
         if self.sent_times is not None:
             self.sent_times[payload] = time.monotonic()
         return packet

@@ -184,6 +184,7 @@ class EncodedFrameReceiver(RTCRtpReceiver):
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         self.last_ssrc = packet.ssrc
         self.last_arrival = time.monotonic()
+
         await super()._handle_rtp_packet(packet, arrival_time_ms)
 
     async def send_pli(self) -> None:
