@@ -23,6 +23,8 @@ COMMANDS = [
     "cli.bench",
     "cli.serve",
     "cli.sidecar",
+    "cli.asr_serve",
+    "cli.bench_kyutai",
 ]
 
 

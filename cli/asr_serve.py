@@ -1,0 +1,53 @@
+"""``captions asr-serve``: a standalone Kyutai ``/api/asr-streaming`` server (moshi-server drop-in).
+
+Clients send the key in the ``kyutai-api-key`` header or the ``auth_id`` query
+parameter. ``--api-key`` is repeatable; with none, a random key is generated and
+printed at start, so the server is never open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+
+from aiohttp import web
+
+from captions.asr_server import ASR_STREAMING_PATH, create_asr_app
+from captions.engines import create_engine
+from cli.common import add_engine_arguments, engine_options
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "asr-serve",
+        help="serve Kyutai's /api/asr-streaming protocol (moshi-server drop-in)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="accepted API key (repeatable); one is generated when none is given",
+    )
+    add_engine_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    keys = [k for k in args.api_key if k]
+    if not keys:
+        keys = [secrets.token_urlsafe(24)]
+        print(f"generated API key: {keys[0]}", flush=True)
+    engine = create_engine(args.engine, engine_options(args))
+    app = create_asr_app(engine, keys)
+    url = f"ws://{args.host}:{args.port}{ASR_STREAMING_PATH}"
+    print(
+        f"serving {url} with engine {engine.info.name} ({engine.info.model or 'default'})",
+        flush=True,
+    )
+    web.run_app(app, host=args.host, port=args.port, print=None)
+    return 0
