@@ -341,12 +341,19 @@ class SfuClient:
         self.dropped_events = 0
 
     @classmethod
-    async def connect(cls, url: str, token: str, *, room: str | None = None) -> SfuClient:
-        """Joins the room of ``token`` on the SFU at ``url`` (http(s)://host:port)."""
+    async def connect(
+        cls, url: str, token: str, *, room: str | None = None, ssl: Any = True
+    ) -> SfuClient:
+        """Joins the room of ``token`` on the SFU at ``url`` (http(s)://host:port).
+
+        ``ssl`` is aiohttp's: True verifies certificates, False accepts a self-signed one,
+        or an ``ssl.SSLContext``. Raises an :class:`AuthError` (with ``code``) if the token
+        is refused, a :class:`ProtocolError` if the SFU cannot be reached.
+        """
         http = aiohttp.ClientSession()
         ws_url = url.rstrip("/").replace("http", "ws", 1) + "/ws"
         try:
-            ws = await http.ws_connect(ws_url, max_msg_size=0)
+            ws = await http.ws_connect(ws_url, max_msg_size=0, ssl=ssl, heartbeat=30)
         except (aiohttp.ClientError, OSError) as exc:
             await http.close()
             raise ProtocolError(f"cannot reach the SFU at {ws_url}: {exc}") from exc
@@ -458,6 +465,7 @@ class SfuClient:
         return await asyncio.wait_for(find(), timeout)
 
     async def close(self) -> None:
+        """Leaves the room (the server then tells the others) and releases everything."""
         if self._reader is not None:
             self._reader.cancel()
         with contextlib.suppress(Exception):
