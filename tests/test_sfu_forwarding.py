@@ -41,8 +41,10 @@ def token(name: str, role: str = "participant", room: str = "lobby", **extra: ob
 
 
 def tone(seconds: float, freq: float = 440.0) -> np.ndarray:
+    """A tone plus seeded noise, so that no two Opus frames are byte-equal."""
     t = np.arange(int(seconds * 48000)) / 48000
-    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    noise = np.random.default_rng(int(freq)).standard_normal(len(t))
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * noise).astype(np.float32)
 
 
 async def test_audio_and_video_reach_subscriber_byte_identical(sfu: TestServer) -> None:
