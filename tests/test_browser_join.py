@@ -88,10 +88,21 @@ def test_join_screen_preview_devices_and_name(playwright: Any, base: str, voice:
             "document.querySelector('[data-role=preview]').srcObject?.getVideoTracks().length === 1"
         )
         page.wait_for_function("document.querySelector('#join-level').value > 0.05")
-        page.fill("[data-testid=join-name]", "  ")
+        # The name is the one signed into the link (the SFU shows everyone that one).
+        assert page.get_attribute("[data-testid=join-name]", "readonly") is not None
+
+
+def test_link_without_name_asks_for_one(playwright: Any, base: str) -> None:
+    grants = Grants(room=ROOM, identity="anon-1", role="guest", can_publish=False)
+    with browser_page(playwright) as page:
+        open_join_screen(page, f"{base}/room/{ROOM}#token={mint_token(SECRET, grants)}")
+        assert page.get_attribute("[data-testid=join-name]", "readonly") is None
         page.click("[data-testid=join-button]")
         assert page.get_attribute("[data-testid=join-message]", "data-code") == "join.name_required"
         assert page.is_visible("[data-testid=join-screen]")
+        page.fill("[data-testid=join-name]", "Ann")
+        join(page)  # the page sends the name in `join`; the SFU may or may not use it
+        assert len(tiles(page)) == 1
 
 
 def test_denied_microphone_is_explained_and_listening_still_works(

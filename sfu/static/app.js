@@ -123,6 +123,10 @@ async function showJoin() {
   const form = role("join-form");
   const nameInput = $("#join-name");
   nameInput.value = state.grants.name || "";
+  // The SFU shows everyone the name signed into the link, so it is only typed in here
+  // when the link carries none.
+  nameInput.readOnly = Boolean(state.grants.name);
+  role("join-name-hint").hidden = !state.grants.name;
   role("join-room").textContent = t("join.room", { room: state.room });
   role("join-role").textContent = t(`join.role.${state.grants.role}`) || "";
   const canPublish = state.grants.can_publish !== false;
@@ -365,7 +369,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 function enterMeeting() {
   showScreen("meeting");
   overlay = new CaptionOverlay($("[data-testid=captions]"), role("captions-log"), { colours });
-  upsertParticipant({ ...state.you, name: state.displayName || state.you.name }, { local: true });
+  upsertParticipant({ ...state.you, name: state.you.name || state.displayName }, { local: true });
   attachLocal();
   const panel = new TranscriptPanel(role("transcript"), transcript, { colours, room: state.room });
   onLanguageChange(() => panel.render());
