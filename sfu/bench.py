@@ -219,14 +219,6 @@ async def run(publishers: int, subscribers: int, seconds: float, warmup: float) 
         cpu_share = (_cpu_seconds(sfu.pid) - start_cpu) / wall
         after = await _get_stats(url, reset=False)
         delays = sorted(after["delays"])
-        print(
-            "rtp",
-            after["rtp_in"] - before["rtp_in"],
-            "frames",
-            after["frames_in"] - before["frames_in"],
-            after["states"],
-            file=sys.stderr,
-        )
         received = (after["frames_in"] - before["frames_in"]) / (publishers * wall * 50)
         forwarded = after["delivered"] - before["delivered"]
         us_per_packet = 1e6 * cpu_share * wall / max(forwarded, 1)
