@@ -87,3 +87,21 @@ def test_max_tentative_seconds_bounds_the_finalisation_delay() -> None:
     # Words ending by 4.0 - 2.0 = 2.0 s are committed in the newest spelling.
     assert texts(commit) == ["mit", "on", "monday"]
     assert texts(la.tail) == ["at", "noon", "today"]
+
+
+def test_stretched_end_time_of_last_commit_does_not_swallow_new_words() -> None:
+    la = LocalAgreement()
+    stretched = [Word("lazy", 0.0, 0.4), Word("dog.", 0.5, 3.4)]  # end stretched to the buffer end
+    la.insert(stretched)
+    la.insert(stretched)
+    assert texts(la.committed) == ["lazy", "dog."]
+    later = [Word("lazy", 0.0, 0.4), Word("dog", 0.5, 0.9), Word("near", 1.0, 1.3)]
+    later += [Word("the", 1.3, 1.5), Word("bank.", 1.5, 3.6)]
+    assert texts(la.finish(later)) == ["near", "the", "bank."]
+
+
+def test_misheard_committed_word_is_still_skipped() -> None:
+    la = LocalAgreement()
+    la.insert(hyp("we met today"))
+    la.insert(hyp("we met today at"))
+    assert texts(la.finish(hyp("we mat today at noon"))) == ["at", "noon"]

@@ -231,3 +231,26 @@ def test_real_speech_wer(engine: WhisperEngine, shared_eval: Path) -> None:
         hypotheses.append(normalize(final_text(run(engine, pcm))) or "<empty>")
     # Offline tiny.en is ~15% on test-other; streaming must stay in that league.
     assert jiwer.wer(references, hypotheses) <= 0.35
+
+
+def test_one_step_transcribes_several_speakers_as_a_batch(engine: WhisperEngine) -> None:
+    texts = [FOX, WEATHER, MEETING]
+    tracks, sessions = [], []
+    for i, text in enumerate(texts):
+        track = CaptionTrack(Speaker(f"s{i}"), VirtualClock())
+        inbox = AudioInbox(RATE, max_seconds=30)
+        inbox.push(load_audio(synthesize(text)))
+        tracks.append(track)
+        sessions.append(engine.create_session(track, inbox))
+    try:
+        engine.step(sessions)  # all three are due at once: one batched re-transcription
+        for track in tracks:
+            assert track.tail or track.final_words, "every speaker got a hypothesis"
+        for session in sessions:
+            session.end_requested = True
+        engine.step(sessions)
+    finally:
+        for session in sessions:
+            engine.release_session(session)
+    for text, track in zip(texts, tracks, strict=True):
+        assert wer(text, final_text(track.take_events())) <= 0.25

@@ -14,6 +14,7 @@ is the one committed.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,9 +33,10 @@ class LocalAgreement:
     """Hypothesis buffer: committed words, the previous hypothesis' tail, the prompt."""
 
     max_ngram: int = 5
-    """Longest run of words searched for at the start of a hypothesis to drop repeats."""
+    """How far past the committed words' count a hypothesis is searched for them."""
     overlap_seconds: float = 0.1
-    """Hypothesis words starting this much before the last commit end are dropped."""
+    """When a hypothesis shares no word with the committed ones, its words starting this
+    much before the last commit's end are taken as already committed."""
     max_prompt_words: int = 40
     max_tentative_seconds: float | None = None
     """Commit words that ended this long before the audio's end even without agreement."""
@@ -102,13 +104,21 @@ class LocalAgreement:
         self.previous_text = self.previous_text[-self.max_prompt_words :]
 
     def _strip_committed(self, hypothesis: Sequence[Word]) -> list[Word]:
-        new = [w for w in hypothesis if w.start > self._last_commit_end - self.overlap_seconds]
-        if new and self.committed and abs(new[0].start - self._last_commit_end) < 1.0:
-            # The recogniser often repeats the last committed words at the start of the
-            # window; drop the longest such repeat.
-            for n in range(min(len(self.committed), len(new), self.max_ngram), 0, -1):
-                tail = [normalise(w.text) for w in self.committed[-n:]]
-                if tail == [normalise(w.text) for w in new[:n]]:
-                    new = new[n:]
-                    break
-        return new
+        """The hypothesis without the committed words it hears again at its start.
+
+        Matched by text, not by time: the last word of a hypothesis often gets an end
+        time stretched to the end of the audio, so times alone would swallow new words.
+        """
+        if not self.committed:
+            return list(hypothesis)
+        committed = [normalise(w.text) for w in self.committed]
+        heard = [normalise(w.text) for w in hypothesis[: len(committed) + self.max_ngram]]
+        matcher = difflib.SequenceMatcher(a=committed, b=heard, autojunk=False)
+        blocks = [b for b in matcher.get_matching_blocks() if b.size]
+        if blocks:
+            last = blocks[-1]
+            # Committed words after the last match were misheard this time: skip as many.
+            unmatched = len(committed) - (last.a + last.size)
+            return list(hypothesis[min(len(hypothesis), last.b + last.size + unmatched) :])
+        # Nothing in common: fall back to time, keeping words after the last commit.
+        return [w for w in hypothesis if w.start > self._last_commit_end - self.overlap_seconds]

@@ -58,6 +58,7 @@ class WhisperSettings:
     max_buffer_seconds: float = 8.0
     max_utterance_seconds: float = 12.0
     pad_seconds: float = 3.0
+    max_batch: int = 8
     max_tentative_seconds: float = 2.0
     """A word this old (behind the audio's end) is finalised even without agreement."""
     cpu_threads: int = 2
@@ -126,6 +127,8 @@ class WhisperSession(Session):
     transcribed_to: int = 0
     utterance_start: float = 0.0
     detected_language: str | None = None
+    last_hypothesis: tuple[int, int, Hypothesis] | None = None
+    """(start, end, hypothesis) of the latest transcription, reused if nothing changed."""
 
     @property
     def position(self) -> int:
@@ -133,6 +136,20 @@ class WhisperSession(Session):
 
     def ready(self) -> bool:
         return self.has_control or self.inbox.available >= FRAME_SAMPLES
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Audio of one session prepared for the encoder."""
+
+    session: WhisperSession
+    start: int
+    samples: int
+    features: np.ndarray
+    frames: int
+    """Encoder window: the span's frames plus ``pad_seconds`` of silence."""
+    key: str
+    """Spans batch together only with the same key (their language)."""
 
 
 @dataclass(frozen=True)
@@ -237,13 +254,34 @@ class WhisperEngine(Engine):
         self._tokenizers.clear()
 
     def step(self, sessions: Sequence[Session]) -> None:
+        """Serves the ready sessions in turn; their periodic re-transcriptions run as
+        batches (one encoder and one decoder call for several speakers)."""
+        due: list[WhisperSession] = []
         for session in sessions:
             assert isinstance(session, WhisperSession)
-            self._serve(session)
+            self._ingest(session)
+            if session.active and (
+                session.position - session.transcribed_to
+                >= self._samples(self.settings.step_seconds)
+            ):
+                due.append(session)
+        hypotheses = self._transcribe_many([(s, s.buffer_start, s.position) for s in due])
+        for session, hypothesis in zip(due, hypotheses, strict=True):
+            self._update(session, hypothesis)
+        for session in sessions:
+            assert isinstance(session, WhisperSession)
+            if session.flush_requested or session.end_requested:
+                assert session.vad is not None
+                self._close_utterance(session, session.position)
+                session.vad.reset(session.position)
+                session.flush_requested = False
+                session.finished = session.end_requested
+            self._forget_old_audio(session)
 
     # -- per-session streaming --------------------------------------------------------
 
-    def _serve(self, s: WhisperSession) -> None:
+    def _ingest(self, s: WhisperSession) -> None:
+        """Takes the session's new audio through the VAD, opening and closing utterances."""
         assert s.vad is not None
         offset, pcm = s.inbox.take()
         if pcm.size and offset != s.position:
@@ -256,14 +294,6 @@ class WhisperEngine(Engine):
             s.audio = np.concatenate([s.audio, pcm])
             for change in s.vad.feed(pcm):
                 self._on_change(s, change)
-        if s.active and s.position - s.transcribed_to >= self._samples(self.settings.step_seconds):
-            self._update(s)
-        if s.flush_requested or s.end_requested:
-            self._close_utterance(s, s.position)
-            s.vad.reset(s.position)
-            s.flush_requested = False
-            s.finished = s.end_requested
-        self._forget_old_audio(s)
 
     def _on_change(self, s: WhisperSession, change: SpeechChange) -> None:
         if change.kind == "start" and not s.active:
@@ -279,10 +309,10 @@ class WhisperEngine(Engine):
             end = min(s.position, change.sample + self._samples(0.2))
             self._close_utterance(s, end)
 
-    def _update(self, s: WhisperSession) -> None:
-        """Re-transcribes the open utterance's buffer; LocalAgreement decides what is final."""
-        hypothesis = self._transcribe(s, s.buffer_start, s.position)
+    def _update(self, s: WhisperSession, hypothesis: Hypothesis) -> None:
+        """A new hypothesis of the open utterance's buffer; LocalAgreement decides what is final."""
         s.transcribed_to = s.position
+        s.last_hypothesis = (s.buffer_start, s.position, hypothesis)
         commit = s.agreement.insert(hypothesis.words, audio_end=s.position / SAMPLE_RATE)
         s.track.update(commit=commit, tail=s.agreement.tail)
         self._trim(s)
@@ -310,12 +340,17 @@ class WhisperEngine(Engine):
 
     def _close_utterance(self, s: WhisperSession, end: int) -> None:
         if s.active and end - s.buffer_start >= self._samples(0.1):
-            words = self._transcribe(s, s.buffer_start, end).words
+            last = s.last_hypothesis
+            if last is not None and last[:2] == (s.buffer_start, end):
+                words = last[2].words
+            else:
+                words = self._transcribe(s, s.buffer_start, end).words
             s.track.end_utterance(tail=s.agreement.finish(words))
         elif s.track.is_open:
             s.track.end_utterance()
         s.agreement.reset(keep_prompt=True)
         s.active = False
+        s.last_hypothesis = None
 
     def _forget_old_audio(self, s: WhisperSession) -> None:
         keep_from = s.buffer_start if s.active else s.position - self._samples(1.0)
@@ -327,43 +362,101 @@ class WhisperEngine(Engine):
     # -- Whisper --------------------------------------------------------------------
 
     def _transcribe(self, s: WhisperSession, start: int, end: int) -> Hypothesis:
-        audio = s.audio[start - s.audio_start : end - s.audio_start]
-        model = self.model
-        features = model.feature_extractor(audio)
-        content_frames = features.shape[-1]
-        frame_rate = SAMPLE_RATE / model.feature_extractor.hop_length
-        total = math.ceil((content_frames + self.settings.pad_seconds * frame_rate) / 100) * 100
-        total = min(total, model.feature_extractor.nb_max_frames)
-        features = features[:, :total]
-        content_frames = min(content_frames, total)
-        if features.shape[-1] < total:
-            features = np.pad(features, ((0, 0), (0, total - features.shape[-1])))
-        encoded = model.encode(features)
+        return self._transcribe_many([(s, start, end)])[0]
 
+    def _transcribe_many(
+        self, requests: Sequence[tuple[WhisperSession, int, int]]
+    ) -> list[Hypothesis]:
+        """Transcribes each (session, start, end) audio span, batching similar ones."""
+        prepared = [self._prepare(*request) for request in requests]
+        results: list[Hypothesis | None] = [None] * len(prepared)
+        # Batch spans of one language whose encoder windows differ by at most ~2 s, so
+        # padding to the longest wastes little.
+        order = sorted(range(len(prepared)), key=lambda i: (prepared[i].key, prepared[i].frames))
+        batch: list[int] = []
+        for i in [*order, -1]:
+            if batch and (
+                i < 0
+                or prepared[i].key != prepared[batch[0]].key
+                or prepared[i].frames > prepared[batch[0]].frames + 200
+                or len(batch) >= self.settings.max_batch
+            ):
+                for j, hypothesis in zip(
+                    batch, self._decode([prepared[j] for j in batch]), strict=True
+                ):
+                    results[j] = hypothesis
+                batch = []
+            if i >= 0:
+                batch.append(i)
+        return [r if r is not None else Hypothesis([], "") for r in results]
+
+    def _prepare(self, s: WhisperSession, start: int, end: int) -> _Span:
+        audio = s.audio[start - s.audio_start : end - s.audio_start]
+        extractor = self.model.feature_extractor
+        features = extractor(audio)
+        frame_rate = SAMPLE_RATE / extractor.hop_length
+        frames = math.ceil((features.shape[-1] + self.settings.pad_seconds * frame_rate) / 100)
+        frames = min(frames * 100, extractor.nb_max_frames)
+        features = features[:, :frames]
         language = s.language or s.detected_language
+        # A multilingual model without a language detects it alone, first.
+        key = language if language is not None or not self.multilingual else f"?{id(s)}"
+        return _Span(s, start, audio.size, features, frames, key or "en")
+
+    def _decode(self, spans: list[_Span]) -> list[Hypothesis]:
+        model = self.model
+        frames = max(span.frames for span in spans)
+        batch = np.stack(
+            [np.pad(sp.features, ((0, 0), (0, frames - sp.features.shape[-1]))) for sp in spans]
+        )
+        encoded = model.encode(batch)
+        first = spans[0].session
+        language = first.language or first.detected_language
         if language is None:
             language = self._detect_language(encoded) if self.multilingual else "en"
-            s.detected_language = language
+            first.detected_language = language
         tokenizer = self._tokenizer(language)
-        context = tokenizer.encode(" " + s.agreement.prompt) if s.agreement.prompt else []
-        prompt = model.get_prompt(tokenizer, context, without_timestamps=True)
-        seconds = audio.size / SAMPLE_RATE
-        result = model.model.generate(
+        prompts = []
+        for span in spans:
+            context = span.session.agreement.prompt
+            previous = tokenizer.encode(" " + context) if context else []
+            prompts.append(model.get_prompt(tokenizer, previous, without_timestamps=True))
+        longest = max(span.samples for span in spans) / SAMPLE_RATE
+        results = model.model.generate(
             encoded,
-            [prompt],
+            prompts,
             beam_size=1,
-            max_length=min(model.max_length, len(prompt) + int(6 * seconds) + 10),
+            max_length=min(model.max_length, max(map(len, prompts)) + int(6 * longest) + 10),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=[-1],
-        )[0]
-        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-        if not tokens or self._looks_hallucinated(tokenizer, tokens, result):
-            return Hypothesis([], language)
-        aligned = model.find_alignment(tokenizer, [tokens], encoded, content_frames)[0]
-        base = start / SAMPLE_RATE
-        return Hypothesis(_cut_repetition(_merge_punctuation(aligned, base)), language)
+        )
+        texts: list[list[int]] = []
+        for result in results:
+            tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+            if tokens and self._looks_hallucinated(tokenizer, tokens, result):
+                tokens = []
+            texts.append(tokens)
+        if not any(texts):
+            return [Hypothesis([], language) for _ in spans]
+        # Alignment runs on the whole batch; an empty text gets a placeholder token.
+        placeholder = tokenizer.encode(" .")
+        aligned = model.find_alignment(
+            tokenizer,
+            [tokens or placeholder for tokens in texts],
+            encoded,
+            [sp.features.shape[-1] for sp in spans],  # one count per batch item
+        )
+        return [
+            Hypothesis(
+                _cut_repetition(_merge_punctuation(words, span.start / SAMPLE_RATE))
+                if tokens
+                else [],
+                language,
+            )
+            for span, tokens, words in zip(spans, texts, aligned, strict=True)
+        ]
 
     def _looks_hallucinated(self, tokenizer: Any, tokens: list[int], result: Any) -> bool:
         settings = self.settings
