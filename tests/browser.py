@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 STATIC = ROOT / "sfu" / "static"
 SCREENSHOTS = ROOT / ".cache" / "screenshots"
+SERVE = (sys.executable, "-m", "cli.main", "serve")
 
 BASE_FLAGS = [
     "--no-sandbox",
@@ -49,6 +50,16 @@ def require_chromium() -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found (Debian packages chromium, chromium-driver)")
     pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+
+
+@contextmanager
+def chromium_playwright() -> Iterator[Any]:
+    """Playwright's sync API, after checking that the system Chromium is there."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        yield playwright
 
 
 def free_port() -> int:
@@ -133,18 +144,9 @@ def captions_server(
     port = free_port()
     env = dict(os.environ, CAPTIONS_SECRET=secret)
     log = (data_dir / "serve.log").open("wb")
+    command = [*SERVE, "--port", str(port), "--data-dir", str(data_dir), *(extra_args or [])]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            *(extra_args or []),
-        ],
+        command,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

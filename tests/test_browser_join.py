@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sfu.tokens import Grants, mint_token
-from tests.browser import browser_page, require_chromium, sfu_server
+from tests.browser import browser_page, chromium_playwright, sfu_server
 from tests.speech import speech_with_pauses
 
 pytestmark = pytest.mark.browser
@@ -29,10 +29,7 @@ def link(base: str, name: str, role: str) -> str:
 
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Any]:
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
+    with chromium_playwright() as p:
         yield p
 
 

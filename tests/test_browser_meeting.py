@@ -20,7 +20,7 @@ import jiwer
 import pytest
 
 from sfu.tokens import Grants, mint_token
-from tests.browser import SCREENSHOTS, browser_page, captions_server, require_chromium
+from tests.browser import SCREENSHOTS, browser_page, captions_server, chromium_playwright
 from tests.speech import speech_with_pauses
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -108,15 +108,12 @@ class Meeting:
 
 @pytest.fixture(scope="module")
 def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Meeting]:
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
     alice_wav = speech_file(ALICE_SENTENCES, "piper")
     bob_wav = speech_file(BOB_SENTENCES, "espeak:en-us+m3")
     data_dir = tmp_path_factory.mktemp("serve")
     with (
         captions_server(data_dir, SECRET) as base,
-        sync_playwright() as playwright,
+        chromium_playwright() as playwright,
         browser_page(playwright, fake_audio=alice_wav) as alice,
         browser_page(playwright, fake_audio=bob_wav) as bob,
     ):

@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.browser import browser_page, require_chromium, static_server
+from tests.browser import browser_page, chromium_playwright, static_server
 
 pytestmark = pytest.mark.browser
 
@@ -46,10 +46,7 @@ def fake_token(
 
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Any]:
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
+    with chromium_playwright() as p:
         yield p
 
 
