@@ -125,7 +125,6 @@ class WhisperSession(Session):
     buffer_start: int = 0
     """Absolute sample where the utterance's recognition buffer begins."""
     transcribed_to: int = 0
-    utterance_start: float = 0.0
     detected_language: str | None = None
     last_hypothesis: tuple[int, int, Hypothesis] | None = None
     """(start, end, hypothesis) of the latest transcription, reused if nothing changed."""
@@ -302,7 +301,6 @@ class WhisperEngine(Engine):
                 s.audio_start, change.sample - self._samples(self.settings.pre_roll_seconds)
             )
             s.transcribed_to = s.buffer_start
-            s.utterance_start = s.buffer_start / SAMPLE_RATE
             s.detected_language = None
         elif change.kind == "end" and s.active:
             # A little trailing silence helps Whisper end the last word cleanly.
@@ -323,7 +321,8 @@ class WhisperEngine(Engine):
         buffer_seconds = (s.position - s.buffer_start) / SAMPLE_RATE
         if buffer_seconds > settings.max_buffer_seconds and committed:
             tail = s.agreement.tail
-            cut = committed[-1].end if not tail else (committed[-1].end + tail[0].start) / 2
+            # The earlier of the two: the last word's end is often stretched too late.
+            cut = min(committed[-1].end, tail[0].start) if tail else committed[-1].end
             cut_sample = min(s.position, max(s.buffer_start, round(cut * SAMPLE_RATE)))
             s.buffer_start = cut_sample
             s.agreement.trim(cut_sample / SAMPLE_RATE)
