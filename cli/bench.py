@@ -100,8 +100,9 @@ def run_table(engine: str, result: Any) -> Table:
     cores = data["cpu_cores"]
     caption = (
         f"RTF {_s(data['rtf'])} (engine busy / audio), engine busy {_s(data['engine_busy'])} "
-        f"of the time, CPU {_s(cores)} of "
-        f"{data['cpu_count']} cores, wall {data['wall_seconds']:.0f} s; all streams: "
+        f"of the time, CPU {_s(cores)} of {data['cpu_count']} cores (load average after: "
+        f"{_s((data['loadavg_after'] or [None])[0])}), wall {data['wall_seconds']:.0f} s; "
+        "all streams: "
         f"final p50 {_s(latency['final_p50'])} s, p95 {_s(latency['final_p95'])} s"
     )
     if data["error"]:

@@ -15,6 +15,7 @@ from rich.table import Table
 from captions.engines import create_engine
 from captions.exceptions import ManifestError
 from cli.common import add_engine_arguments, engine_options
+from evaluation.machine import machine_state
 from evaluation.manifest import DEFAULT_MANIFEST, ManifestItem, check_audio_files, read_manifest
 
 T = TypeVar("T", int, float)
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     items = load_items(args.manifests, args.limit)
     options = engine_options(args)
     engine = create_engine(args.engine, options)
+    machine_before = machine_state()
     try:
         with Progress(
             "[progress.description]{task.description}",
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     summary = summarize(args.engine, scores)
+    summary["machine"] = {"before": machine_before, "after": machine_state()}
     Console().print(summary_table(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -142,6 +145,13 @@ def _fmt(value: Any, unit: str = "") -> str:
     if unit == "%":
         return f"{100 * value:.1f} %"
     return f"{value:.3f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+def _load(summary: dict[str, Any]) -> str:
+    machine = summary.get("machine", {})
+    loads = [machine.get(k, {}).get("loadavg") or ["-"] for k in ("before", "after")]
+    cpus = machine.get("before", {}).get("cpu_count")
+    return f"{loads[0][0]} / {loads[1][0]} on {cpus} CPUs"
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -163,6 +173,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("eou p50", _fmt(latency["eou_p50"], " s")),
         ("eou p95", _fmt(latency["eou_p95"], " s")),
         ("timed words", _fmt(latency["timed_words"])),
+        ("load average (1 min) before / after", _load(summary)),
         (
             "word end times from",
             f"manifest words: {sources['manifest']} items, "

@@ -32,6 +32,7 @@ from captions.exceptions import CapacityError
 from captions.runtime import EngineRunner, SpeechStream
 from captions.track import CaptionTrack
 from evaluation.evaluate import WordTimes
+from evaluation.machine import machine_state
 from evaluation.manifest import ManifestItem, TimedWord
 from evaluation.metrics import ItemScore, WordSource, percentile, score_item
 from evaluation.simulate import StreamRecord
@@ -101,6 +102,8 @@ class BenchResult:
     busy_seconds: float = 0.0
     cpu_seconds: float = 0.0
     streams: list[SpeakerResult] = field(default_factory=list)
+    loadavg_after: list[float] = field(default_factory=list)
+    """The machine's 1/5/15-minute load averages when the run ended."""
     error: str | None = None
     """Why the run could not serve every speaker (e.g. the engine's capacity)."""
 
@@ -130,6 +133,7 @@ class BenchResult:
             if self.wall_seconds
             else None,
             "cpu_count": os.cpu_count(),
+            "loadavg_after": self.loadavg_after,
             "latency": {
                 "first_partial_p50": percentile(first, 50),
                 "final_p50": percentile(final, 50),
@@ -218,6 +222,7 @@ class Bench:
         result.wall_seconds = time.perf_counter() - wall_before
         result.cpu_seconds = time.process_time() - cpu_before
         result.busy_seconds = self.engine.busy_seconds - busy_before
+        result.loadavg_after = machine_state()["loadavg"]
         return result
 
     async def _speak(
