@@ -399,12 +399,7 @@ class SfuClient:
             else:
                 pc.addTransceiver(track, direction="sendonly")
             self.published[kind] = track  # type: ignore[assignment]
-        offer = await pc.createOffer()
-        await pc.setLocalDescription(offer)
-        self._answer = asyncio.get_running_loop().create_future()
-        await self._send({"type": "offer", "sdp": pc.localDescription.sdp})
-        sdp = await asyncio.wait_for(self._answer, timeout)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        await self._negotiate_publisher(pc, timeout)
 
     async def unpublish_video(self, timeout: float = 10.0) -> None:
         """Stops the camera: the video m-line becomes inactive."""
@@ -416,6 +411,9 @@ class SfuClient:
                 transceiver.direction = "inactive"
                 transceiver.sender.replaceTrack(None)
         self.published.pop("video", None)
+        await self._negotiate_publisher(pc, timeout)
+
+    async def _negotiate_publisher(self, pc: RTCPeerConnection, timeout: float) -> None:
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)
         self._answer = asyncio.get_running_loop().create_future()
@@ -500,9 +498,15 @@ class SfuClient:
         self.room = str(message.get("room", ""))
         self.captions = message.get("captions", {})
         for info in message.get("participants", []):
+            self._participant(info).update(info)
+
+    def _participant(self, info: dict[str, Any]) -> RemoteParticipant:
+        """The known participant of ``info["identity"]``, added if new."""
+        participant = self.participants.get(info["identity"])
+        if participant is None:
             participant = RemoteParticipant(identity=info["identity"], name=info.get("name", ""))
-            participant.update(info)
             self.participants[participant.identity] = participant
+        return participant
 
     async def _read(self) -> None:
         try:
@@ -529,18 +533,15 @@ class SfuClient:
             await self._on_subscriber_offer(message)
         elif kind in ("participant_joined", "participant_updated"):
             info = message["participant"]
-            participant = self.participants.get(info["identity"])
-            if participant is None:
-                participant = RemoteParticipant(
-                    identity=info["identity"], name=info.get("name", "")
-                )
-                self.participants[participant.identity] = participant
+            if info["identity"] == self.me.get("identity"):
+                self.me = info  # our own mute/publish state, as the others see it
+                return
+            participant = self._participant(info)
             participant.update(info)
-            if info["identity"] != self.me.get("identity"):
-                self._emit(ClientEvent(kind, participant=participant, data=info))
+            self._emit(ClientEvent(kind, participant=participant, data=info))
         elif kind == "participant_left":
-            participant = self.participants.pop(message["identity"], None)
-            self._emit(ClientEvent(kind, participant=participant, data=message))
+            gone = self.participants.pop(message["identity"], None)
+            self._emit(ClientEvent(kind, participant=gone, data=message))
         elif kind == "room_state":
             self.captions = message["captions"]
             self._emit(ClientEvent(kind, data=message["captions"]))
@@ -576,13 +577,8 @@ class SfuClient:
                 remote_track = self._tracks_by_mid.get(mid)
                 if remote_track is None:
                     continue
-                participant = self.participants.get(info["identity"])
-                if participant is None:
-                    participant = RemoteParticipant(
-                        identity=info["identity"], name=info.get("name", "")
-                    )
-                    self.participants[participant.identity] = participant
                 if info.get("active", True) and not remote_track.ended:
+                    participant = self._participant(info)
                     if getattr(participant, info["kind"]) is not remote_track:
                         setattr(participant, info["kind"], remote_track)
                         self._emit(
@@ -590,8 +586,7 @@ class SfuClient:
                         )
                 elif not remote_track.ended:
                     remote_track.end()
-                    if getattr(participant, info["kind"]) is remote_track:
-                        setattr(participant, info["kind"], None)
-                    self._emit(
-                        ClientEvent("track_ended", participant=participant, track=remote_track)
-                    )
+                    owner = self.participants.get(info["identity"])
+                    if owner is not None and getattr(owner, info["kind"]) is remote_track:
+                        setattr(owner, info["kind"], None)
+                    self._emit(ClientEvent("track_ended", participant=owner, track=remote_track))
