@@ -227,9 +227,26 @@ def test_late_joiner_sees_earlier_finals_in_transcript(meeting: Meeting) -> None
         # Guests listen: no microphone, camera or host controls.
         assert carol.is_hidden("[data-testid=mute-toggle]")
         assert carol.is_hidden("[data-testid=room-captions-toggle]")
+        # Anyone can download what their page holds, made in the page.
+        with carol.expect_download() as download:
+            carol.click("[data-testid=download-vtt]")
+        vtt = Path(download.value.path()).read_text()
+        assert vtt.startswith("WEBVTT") and "<v Alice>" in vtt and "<v Bob>" in vtt
         # Search filters the transcript.
         carol.fill("[data-testid=transcript-search]", "zzzz-nothing")
         assert carol.locator("[data-testid=transcript] .transcript-entry").count() == 0
+        assert carol.is_hidden("[data-testid=host-toggle]")
+
+
+def test_host_downloads_the_stored_transcript(meeting: Meeting) -> None:
+    alice = meeting.alice
+    alice.click("[data-testid=host-toggle]")
+    with alice.expect_download() as download:
+        alice.click("[data-testid=host-download-vtt]")
+    vtt = Path(download.value.path()).read_text()
+    assert vtt.startswith("WEBVTT") and "<v Alice>" in vtt and "<v Bob>" in vtt
+    alice.keyboard.press("Escape")
+    assert alice.is_hidden("[data-testid=host-panel]")
 
 
 @pytest.mark.parametrize("case", ["bad_signature", "just_expired"])

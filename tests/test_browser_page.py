@@ -372,3 +372,19 @@ def test_every_interface_text_exists_in_english_and_french(page: Any) -> None:
     )
     assert sorted(keys["en"]) == sorted(keys["fr"])
     assert set(keys["used"]) <= set(keys["en"])
+
+
+@pytest.mark.parametrize(("motion", "expected"), [("reduce", "0s"), ("no-preference", "0.15s")])
+def test_reduced_motion_is_honoured(
+    playwright: Any, base_url: str, motion: str, expected: str
+) -> None:
+    with browser_page(playwright, reduced_motion=motion) as page:
+        page.goto(f"{base_url}/room/lab")
+        page.wait_for_selector("[data-testid=error-screen]:not([hidden])")
+        duration = page.evaluate(
+            """() => { const tile = document.createElement('li');
+                       tile.className = 'tile';
+                       document.body.append(tile);
+                       return getComputedStyle(tile).transitionDuration.split(',')[0]; }"""
+        )
+        assert duration == expected
