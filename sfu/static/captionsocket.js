@@ -6,7 +6,8 @@
 // Events: state {state: "connecting"|"open"|"closed"|"refused", code}, hello, backlog,
 // room_state, caption, transcript_deleted (detail = the message).
 
-const REFUSED = new Set([4001, 4002, 4003, 4004, 4005]);
+// Authentication refused (bad, expired or other-room token): retrying cannot help.
+const REFUSED = new Set([4401, 4403]);
 const PING_MS = 20000;
 const MAX_BACKOFF_MS = 10000;
 
