@@ -25,7 +25,8 @@ Hierarchy::
         ├── TokenInvalidError    code "token_invalid" (bad signature, malformed)
         ├── TokenExpiredError    code "token_expired"
         ├── WrongRoomError       code "wrong_room"
-        └── ForbiddenError       code "forbidden" (a host-only action by a non-host)
+        ├── ForbiddenError       code "forbidden" (a host-only action by a non-host)
+        └── RoomFullError        code "room_full" (the room's participant limit)
 """
 
 from __future__ import annotations
@@ -129,4 +130,9 @@ class WrongRoomError(AuthError):
 
 class ForbiddenError(AuthError):
     code = "forbidden"
+    http_status = 403
+
+
+class RoomFullError(AuthError):
+    code = "room_full"
     http_status = 403

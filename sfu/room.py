@@ -12,14 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from captions.exceptions import CaptionsError
+from captions.exceptions import RoomFullError
 
 if TYPE_CHECKING:
     from sfu.peer import Peer
-
-
-class RoomFullError(CaptionsError):
-    code = "room_full"
 
 
 @dataclass

@@ -23,9 +23,15 @@ from typing import Any
 import aioice.ice
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from captions.exceptions import AuthError, CaptionsError, ForbiddenError, WrongRoomError
+from captions.exceptions import (
+    AuthError,
+    CaptionsError,
+    ForbiddenError,
+    RoomFullError,
+    WrongRoomError,
+)
 from sfu.peer import OUTBOX_MESSAGES, Peer
-from sfu.room import CaptionState, Room, RoomFullError, Rooms
+from sfu.room import CaptionState, Room, Rooms
 from sfu.settings import Settings
 from sfu.signalling import (
     JOIN_TIMEOUT_SECONDS,
@@ -175,14 +181,14 @@ class Connection:
             message = self.session.read(frame.data)
             request = type(message).__name__
             await self._dispatch(message)
+        except RoomFullError as exc:
+            self.send(error_message("room_full", str(exc), "join"))
+            await self.close(CloseCode.ROOM_FULL, "room full")
         except AuthError as exc:
             self.send(error_message(exc.code, str(exc), request and _wire_type(request)))
             if not isinstance(exc, ForbiddenError):
                 closing = CloseCode.WRONG_ROOM if isinstance(exc, WrongRoomError) else 4401
                 await self.close(closing, exc.code)
-        except RoomFullError as exc:
-            self.send(error_message("room_full", str(exc), "join"))
-            await self.close(CloseCode.ROOM_FULL, "room full")
         except CaptionsError as exc:
             code = (
                 "not_joined"

@@ -26,6 +26,8 @@ async def raw_join(server: TestServer, message: object) -> tuple[list[dict], int
         async for frame in ws:
             if frame.type == aiohttp.WSMsgType.TEXT:
                 replies.append(json.loads(frame.data))
+                if replies[-1]["type"] == "joined":
+                    break
         return replies, ws.close_code
 
 
@@ -177,3 +179,21 @@ async def test_oversize_message_closes_with_1009_and_others_keep_going(sfu: Test
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_full_room_refuses_with_room_full(tmp_path: object) -> None:
+    from sfu.server import create_app
+    from sfu.settings import Settings
+
+    settings = Settings(secret_override=SECRET, max_participants_per_room=1)
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    alice = await SfuClient.connect(url(server), token("Alice"))
+    try:
+        replies, close_code = await raw_join(server, {"type": "join", "token": token("Bob")})
+        assert replies[-1]["code"] == "room_full" and close_code == 4429
+        other_room, _ = await raw_join(server, {"type": "join", "token": token("Cy", room="b")})
+        assert other_room[0]["type"] == "joined"
+    finally:
+        await alice.close()
+        await server.close()
