@@ -141,7 +141,7 @@ async function showJoin() {
     $("#join-camera").addEventListener("change", () => startPreview());
     await startPreview({ firstTime: true });
   }
-  nameInput.focus();
+  (nameInput.readOnly ? $("[data-testid=join-button]") : nameInput).focus();
 }
 
 function setJoinMessage(key, params) {
@@ -368,6 +368,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function enterMeeting() {
   showScreen("meeting");
+  $("[data-testid=captions-health]").hidden = false;
   overlay = new CaptionOverlay($("[data-testid=captions]"), role("captions-log"), { colours });
   upsertParticipant({ ...state.you, name: state.you.name || state.displayName }, { local: true });
   attachLocal();
