@@ -156,18 +156,20 @@ class KyutaiSession(Session):
         )
 
     def next_frame(self) -> PCM:
-        """Takes one frame: pending audio first, then the inbox (noting dropped audio)."""
+        """Takes one frame: pending audio first, then the inbox."""
         frame = self.pending[:FRAME_SAMPLES]
         self.pending = self.pending[FRAME_SAMPLES:]
-        short = FRAME_SAMPLES - frame.size
-        if short:
-            offset, pcm = self.inbox.take(short)
-            if offset > self.next_position and self.assembler is not None:
-                # The inbox dropped old audio: keep word times on the real timeline.
-                self.assembler.skipped_seconds += (offset - self.next_position) / SAMPLE_RATE
-            self.next_position = offset + pcm.size
-            frame = np.concatenate([frame, pcm])
+        if frame.size < FRAME_SAMPLES:
+            frame = np.concatenate([frame, self.take_inbox(FRAME_SAMPLES - frame.size)])
         return frame
+
+    def take_inbox(self, samples: int) -> PCM:
+        offset, pcm = self.inbox.take(samples)
+        if offset > self.next_position and self.assembler is not None:
+            # The inbox dropped old audio: keep word times on the real timeline.
+            self.assembler.skipped_seconds += (offset - self.next_position) / SAMPLE_RATE
+        self.next_position = offset + pcm.size
+        return pcm
 
 
 class KyutaiEngine(Engine):
@@ -316,13 +318,9 @@ class KyutaiEngine(Engine):
     def _start_drain(self, s: KyutaiSession) -> None:
         """Queues the rest of the inbox, padded to a frame, then delay + margin of silence."""
         s.draining = True
-        rest = s.inbox.available
-        tail = (-(s.pending.size + rest)) % FRAME_SAMPLES
-        offset, pcm = s.inbox.take(rest)
-        if offset > s.next_position and s.assembler is not None:
-            s.assembler.skipped_seconds += (offset - s.next_position) / SAMPLE_RATE
-        s.next_position = offset + pcm.size
-        silence = np.zeros(tail + self.flush_samples, dtype=np.float32)
+        pcm = s.take_inbox(s.inbox.available)
+        pad = (-(s.pending.size + pcm.size)) % FRAME_SAMPLES
+        silence = np.zeros(pad + self.flush_samples, dtype=np.float32)
         s.pending = np.concatenate([s.pending, pcm, silence])
 
     def _run_batch(self, batch: list[KyutaiSession]) -> None:
