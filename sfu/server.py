@@ -140,18 +140,20 @@ class Connection:
                 await self.ws.send_str(encode(message))
 
     async def close(self, code: int, reason: str) -> None:
-        await self.flush()
+        """Sends what is queued (such as the error that explains the close), then closes."""
+        await self._stop_writer()
         await self.ws.close(code=code, message=reason.encode()[:120])
 
-    async def flush(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            with contextlib.suppress(asyncio.QueueFull):
-                self.outbox.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._writer, 2.0)
-            self._writer = None
-            self.outbox = asyncio.Queue(OUTBOX_MESSAGES)
-            self._writer = asyncio.ensure_future(self._write())
+    async def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None or writer.done():
+            return
+        try:
+            self.outbox.put_nowait(None)
+        except asyncio.QueueFull:
+            writer.cancel()  # the client is not reading; what it missed is lost
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(writer, 2.0)
 
     async def run(self) -> None:
         self._writer = asyncio.ensure_future(self._write())
@@ -165,11 +167,7 @@ class Connection:
             while not self.ws.closed:
                 await self._handle_frame(await self.ws.receive())
         finally:
-            if self._writer is not None:
-                with contextlib.suppress(asyncio.QueueFull):
-                    self.outbox.put_nowait(None)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._writer, 1.0)
+            await self._stop_writer()
 
     async def _handle_frame(self, frame: Any) -> None:
         if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):

@@ -197,3 +197,14 @@ async def test_full_room_refuses_with_room_full(tmp_path: object) -> None:
     finally:
         await alice.close()
         await server.close()
+
+
+async def test_silent_socket_is_closed_with_4408(
+    sfu: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sfu import server as sfu_server
+
+    monkeypatch.setattr(sfu_server, "JOIN_TIMEOUT_SECONDS", 0.3)
+    async with aiohttp.ClientSession() as http, http.ws_connect(url(sfu) + "/ws") as ws:
+        frame = await ws.receive(timeout=5)
+        assert frame.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4408
