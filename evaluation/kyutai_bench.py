@@ -21,6 +21,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def bench_mimi(directory: Path, batches: list[int], steps: int) -> list[dict[str
         with torch.no_grad(), no_compile(), mimi.streaming(batch):
             for _ in range(3):
                 mimi.encode(pcm)
-            wall, cpu = _timed(lambda pcm=pcm: mimi.encode(pcm), steps)
+            wall, cpu = _timed(partial(mimi.encode, pcm), steps)
         rows.append(
             {
                 "batch": batch,
