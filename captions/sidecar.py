@@ -216,6 +216,7 @@ class RoomCaptioner:
         }
         self.participants = 0
         self.degraded = False
+        self._ending: set[asyncio.Task[None]] = set()
 
     @property
     def engine_language(self) -> str | None:
@@ -273,10 +274,20 @@ class RoomCaptioner:
         feed.muted = muted
 
     async def participant_left(self, identity: str) -> None:
-        """Closes and flushes the participant's stream; a rejoin starts a fresh one."""
+        """Closes and flushes the participant's stream; a rejoin starts a fresh one.
+
+        The flush runs in its own task, which :meth:`aclose` also waits for, so that
+        cancelling the caller (the track's consumer) never loses the last words.
+        """
         feed = self.feeds.pop(identity, None)
         if feed is not None:
-            await feed.end_stream()
+            await asyncio.shield(self._end_in_background(feed))
+
+    def _end_in_background(self, feed: SpeakerFeed) -> asyncio.Task[None]:
+        task = asyncio.create_task(feed.end_stream())
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+        return task
 
     async def set_state(
         self,
@@ -291,14 +302,17 @@ class RoomCaptioner:
         self.enabled, self.language = enabled, language
         self.changed_by = changed_by or self.changed_by
         if (was_enabled and not enabled) or language_changed:
-            await asyncio.gather(*(feed.end_stream() for feed in self.feeds.values()))
+            ending = [self._end_in_background(feed) for feed in self.feeds.values()]
+            await asyncio.shield(asyncio.gather(*ending))
         self.sink.status(self.status())
 
     async def aclose(self) -> None:
         """Flushes every stream (their last words are handed to the sink)."""
-        feeds = list(self.feeds.values())
+        for feed in self.feeds.values():
+            self._end_in_background(feed)
         self.feeds.clear()
-        await asyncio.gather(*(feed.end_stream() for feed in feeds), return_exceptions=True)
+        while self._ending:
+            await asyncio.gather(*self._ending, return_exceptions=True)
 
 
 class CaptionPublisher:

@@ -1,0 +1,119 @@
+"""``captions serve``: TLS, printed links, and a clean shutdown that flushes transcripts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from captions.audio import load_audio
+from captions.meeting import TRANSCRIPTS_FILE, Meeting
+from captions.runtime import EngineRunner
+from captions.store import TranscriptStore
+from sfu.client import SfuClient, pcm_audio_track
+from sfu.settings import Settings
+from sfu.tokens import verify_token
+from tests.browser import free_port
+from tests.fakes import ScriptedEngine
+from tests.speech import synthesize
+
+SECRET = "c" * 40
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_self_signed_tls_and_links(tmp_path: Path) -> None:
+    settings = Settings(port=0, data_dir=tmp_path, secret_override=SECRET, tls_self_signed=True)
+    meeting = Meeting(settings, EngineRunner(ScriptedEngine()))
+    await meeting.start()
+    try:
+        assert (tmp_path / "tls" / "self-signed.crt").exists()
+        links = meeting.links()
+        assert links.host.startswith(f"https://127.0.0.1:{meeting.port}/room/lobby#token=")
+        host = verify_token(SECRET, links.host.split("#token=")[1], room="lobby")
+        guest = verify_token(SECRET, links.guest.split("#token=")[1], room="lobby")
+        assert host.role == "host" and guest.role == "guest" and not guest.can_publish
+        async with aiohttp.ClientSession() as http:
+            url = f"{meeting.base_url}/rooms/lobby/transcript.txt"
+            async with http.get(url, ssl=False) as resp:
+                assert resp.status == 401  # served over TLS, and still needs a token
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await http.get(url)  # a real client does not trust it silently
+    finally:
+        await meeting.stop()
+
+
+@pytest.mark.slow
+def test_serve_prints_links_and_flushes_transcripts_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = dict(os.environ, CAPTIONS_SECRET=SECRET)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        assert process.stdout is not None
+        deadline = time.monotonic() + 90
+        while not any("guest link" in line for line in lines):
+            assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+            lines.append(process.stdout.readline())
+        output = "".join(lines)
+        host_link = re.search(r"host link.*?: (\S+)", output)
+        guest_link = re.search(r"guest link.*?: (\S+)", output)
+        assert host_link and guest_link, output
+        assert host_link.group(1).startswith(f"http://127.0.0.1:{port}/room/lobby#token=")
+
+        speech = load_audio(
+            synthesize("Please remember to send the quarterly report today.", voice="piper"),
+            sample_rate=48_000,
+        )
+        pcm = np.concatenate([np.zeros(24_000, np.float32), speech])
+
+        sigterm_at: list[float] = []
+
+        async def speak_then_stop() -> None:
+            token = host_link.group(1).split("#token=")[1]
+            bot = await SfuClient.connect(f"http://127.0.0.1:{port}", token)
+            # Loops: the speaker is still talking when the server is told to stop.
+            await bot.publish(audio=pcm_audio_track(pcm, 48_000, loop=True))
+            await asyncio.sleep(len(pcm) / 48_000 + 1.5)
+            sigterm_at.append(time.time())
+            process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            await bot.close()
+
+        asyncio.run(speak_then_stop())
+        assert process.wait(timeout=60) == 0, process.stdout.read()
+        output += process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    store = TranscriptStore(tmp_path / TRANSCRIPTS_FILE)
+    events = store.transcript("lobby")
+    assert events, f"no final caption was stored; server said:\n{output}"
+    assert {e.speaker.name for e in events} == {"Host"}
+    assert "report" in " ".join(e.text for e in events).lower()
+    # The utterance still open at SIGTERM was flushed into the store during shutdown.
+    assert max(e.emitted_at for e in events) >= sigterm_at[0]
