@@ -242,8 +242,22 @@ def test_one_step_transcribes_several_speakers_as_a_batch(engine: WhisperEngine)
         inbox.push(load_audio(synthesize(text)))
         tracks.append(track)
         sessions.append(engine.create_session(track, inbox))
+    # Different previous texts (none, short, long) must still batch.
+    sessions[1].agreement.previous_text = ["Good", "morning."]
+    sessions[2].agreement.previous_text = [
+        "So",
+        "that",
+        "was",
+        "the",
+        "plan",
+        "we",
+        "made",
+        "for",
+        "this",
+        "week.",
+    ]
     try:
-        engine.step(sessions)  # all three are due at once: one batched re-transcription
+        engine.step(sessions)  # all three are due at once: batched re-transcription
         for track in tracks:
             assert track.tail or track.final_words, "every speaker got a hypothesis"
         for session in sessions:
@@ -254,3 +268,32 @@ def test_one_step_transcribes_several_speakers_as_a_batch(engine: WhisperEngine)
             engine.release_session(session)
     for text, track in zip(texts, tracks, strict=True):
         assert wer(text, final_text(track.take_events())) <= 0.25
+
+
+def test_close_during_a_step_loses_no_audio(engine: WhisperEngine) -> None:
+    """The stream may push its last audio and ask to close while a step is running."""
+    pcm = load_audio(synthesize(FOX))
+    half = pcm.size // 2
+    late: list[np.ndarray] = [pcm[half:]]
+
+    class RacyInbox(AudioInbox):
+        def take(self, max_samples: int | None = None) -> tuple[int, np.ndarray]:
+            taken = super().take(max_samples)
+            if late:  # right after the engine took the first half, the rest and the close come
+                self.push(late.pop())
+                session.end_requested = True
+            return taken
+
+    track = CaptionTrack(Speaker("a"), VirtualClock())
+    inbox = RacyInbox(RATE, max_seconds=30)
+    session = engine.create_session(track, inbox)
+    try:
+        inbox.push(pcm[:half])
+        for _ in range(3):
+            if session.finished:
+                break
+            engine.step([session])
+    finally:
+        engine.release_session(session)
+    assert session.finished
+    assert wer(FOX, final_text(track.take_events())) <= 0.25

@@ -255,6 +255,9 @@ class WhisperEngine(Engine):
     def step(self, sessions: Sequence[Session]) -> None:
         """Serves the ready sessions in turn; their periodic re-transcriptions run as
         batches (one encoder and one decoder call for several speakers)."""
+        # Control flags are read before the audio is taken: the stream sets them after its
+        # last push, so everything pushed before a flush or close is in the inbox by now.
+        controls = {id(s): (s.flush_requested, s.end_requested) for s in sessions}
         due: list[WhisperSession] = []
         for session in sessions:
             assert isinstance(session, WhisperSession)
@@ -269,12 +272,14 @@ class WhisperEngine(Engine):
             self._update(session, hypothesis)
         for session in sessions:
             assert isinstance(session, WhisperSession)
-            if session.flush_requested or session.end_requested:
+            flush, end = controls[id(session)]
+            if flush or end:
                 assert session.vad is not None
                 self._close_utterance(session, session.position)
                 session.vad.reset(session.position)
-                session.flush_requested = False
-                session.finished = session.end_requested
+                if flush:
+                    session.flush_requested = False
+                session.finished = end
             self._forget_old_audio(session)
 
     # -- per-session streaming --------------------------------------------------------
@@ -400,7 +405,10 @@ class WhisperEngine(Engine):
         language = s.language or s.detected_language
         # A multilingual model without a language detects it alone, first.
         key = language if language is not None or not self.multilingual else f"?{id(s)}"
-        return _Span(s, start, audio.size, features, frames, key or "en")
+        # Batched decoding needs <|startoftranscript|> at one position: spans with and
+        # without previous text do not mix (within a batch, contexts are cut to one length).
+        key = f"{key or 'en'}+{'context' if s.agreement.prompt else 'none'}"
+        return _Span(s, start, audio.size, features, frames, key)
 
     def _decode(self, spans: list[_Span]) -> list[Hypothesis]:
         model = self.model
@@ -415,11 +423,17 @@ class WhisperEngine(Engine):
             language = self._detect_language(encoded) if self.multilingual else "en"
             first.detected_language = language
         tokenizer = self._tokenizer(language)
-        prompts = []
-        for span in spans:
-            context = span.session.agreement.prompt
-            previous = tokenizer.encode(" " + context) if context else []
-            prompts.append(model.get_prompt(tokenizer, previous, without_timestamps=True))
+        contexts = [
+            tokenizer.encode(" " + span.session.agreement.prompt)
+            if span.session.agreement.prompt
+            else []
+            for span in spans
+        ]
+        shortest = min(map(len, contexts))
+        prompts = [
+            model.get_prompt(tokenizer, context[len(context) - shortest :], without_timestamps=True)
+            for context in contexts
+        ]
         longest = max(span.samples for span in spans) / SAMPLE_RATE
         results = model.model.generate(
             encoded,
