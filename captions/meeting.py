@@ -6,7 +6,8 @@ room gets its first visible participant, an embedded :class:`~captions.sidecar.S
 joins it as a hidden captioner, exactly as ``captions sidecar`` would, over a loopback
 listener (plain HTTP on 127.0.0.1, so a self-signed public certificate never gets in its
 way), and publishes back to ``/captions/publish``. When the room goes idle its sidecar
-leaves, flushing its last words. All rooms share one :class:`EngineRunner`.
+leaves, flushing its last words. All rooms share one :class:`EngineRunner`, which also
+serves Kyutai's ``/api/asr-streaming`` when API keys are given.
 
 Stopping (Ctrl-C, SIGTERM) flushes every stream to the transcript store before the
 server closes.
@@ -21,12 +22,14 @@ import functools
 import ipaddress
 import logging
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from captions.asr_server import add_asr_routes
 from captions.caption_hub import CaptionHub
 from captions.captions_api import install_captions_api
 from captions.runtime import EngineRunner
@@ -61,6 +64,7 @@ class Meeting:
         language: str | None = None,
         sidecar_options: dict[str, Any] | None = None,
         embedded_sidecar: bool = True,
+        asr_api_keys: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.runner = runner
@@ -70,6 +74,8 @@ class Meeting:
         self.language = language or runner.engine.info.languages[0]
         self.app = create_app(settings, language=self.language)
         install_captions_api(self.app, self.hub, self.secret, retention_hours=retention_hours)
+        if asr_api_keys:  # Kyutai's /api/asr-streaming, on the same engine
+            add_asr_routes(self.app, runner, asr_api_keys)
         server = self.app[SFU]
         if embedded_sidecar:  # else rooms are captioned by separate ``captions sidecar``s
             server.on_room_opened.append(self._room_opened)

@@ -17,6 +17,7 @@ import logging
 import signal
 from typing import Any
 
+from captions.asr_server import ASR_STREAMING_PATH
 from captions.engines import create_engine
 from captions.meeting import Meeting
 from captions.runtime import EngineRunner
@@ -49,6 +50,13 @@ def register(subparsers: Any) -> None:
         type=float,
         default=24.0,
         help="delete a room's transcript this long after the room ends (default: 24)",
+    )
+    parser.add_argument(
+        "--asr-api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also serve Kyutai's /api/asr-streaming with this API key (repeatable)",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="log more")
     add_engine_arguments(parser)
@@ -83,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
 async def serve(settings: Settings, engine: Any, args: argparse.Namespace) -> None:
     runner = EngineRunner(engine)
     meeting = Meeting(
-        settings, runner, retention_hours=args.retention_hours, language=args.language
+        settings,
+        runner,
+        retention_hours=args.retention_hours,
+        language=args.language,
+        asr_api_keys=[key for key in args.asr_api_key if key],
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,7 +108,11 @@ async def serve(settings: Settings, engine: Any, args: argparse.Namespace) -> No
         print(f"captions: serving {meeting.base_url} (engine {engine.info.name})")
         print(f"  data directory: {settings.data_dir.resolve()}")
         print(f"  host link  (room {settings.default_room}): {links.host}")
-        print(f"  guest link (room {settings.default_room}): {links.guest}", flush=True)
+        print(f"  guest link (room {settings.default_room}): {links.guest}")
+        if args.asr_api_key:
+            asr = meeting.base_url.replace("http", "ws", 1) + ASR_STREAMING_PATH
+            print(f"  Kyutai ASR streaming: {asr} (key from --asr-api-key)")
+        print("  Ctrl-C stops the server (open captions are flushed first)", flush=True)
         await stop.wait()
         print("captions: stopping, flushing transcripts...", flush=True)
     finally:

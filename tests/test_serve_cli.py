@@ -117,3 +117,16 @@ def test_serve_prints_links_and_flushes_transcripts_on_sigterm(tmp_path: Path) -
     assert "report" in " ".join(e.text for e in events).lower()
     # The utterance still open at SIGTERM was flushed into the store during shutdown.
     assert max(e.emitted_at for e in events) >= sigterm_at[0]
+
+
+async def test_kyutai_endpoint_is_mounted_only_with_api_keys(tmp_path: Path) -> None:
+    for keys, expected in (((), 404), (("k" * 20,), 401)):
+        settings = Settings(port=0, data_dir=tmp_path, secret_override=SECRET)
+        meeting = Meeting(settings, EngineRunner(ScriptedEngine()), asr_api_keys=keys)
+        await meeting.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{meeting.base_url}/api/asr-streaming") as resp:
+                    assert resp.status == expected  # mounted: refused without the key
+        finally:
+            await meeting.stop()
