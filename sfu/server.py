@@ -211,7 +211,8 @@ class Connection:
         elif isinstance(message, Answer):
             await self.peer.apply_subscriber_answer(message.sdp)
         elif isinstance(message, Candidate):
-            await self.peer.add_candidate(message)
+            # mDNS names may take aioice up to 1 s to (fail to) resolve; don't stall the socket.
+            self.server.spawn(self.peer.add_candidate(message))
         elif isinstance(message, Mute):
             self.peer.set_muted(message.kind, message.muted)
             if not self.peer.grants.hidden:

@@ -139,3 +139,38 @@ async def test_same_identity_replaces_old_connection(sfu: TestServer) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_browser_mdns_candidates_do_not_break_the_meeting(sfu: TestServer) -> None:
+    """Browsers hide host addresses behind ``<uuid>.local``; those must be harmless."""
+    mdns = (
+        "a=candidate:1 1 udp 2122260223 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0.local 54321 typ host"
+    )
+    alice = await SfuClient.connect(url(sfu), token("Alice"))
+    bob = await SfuClient.connect(url(sfu), token("Bob"))
+    original = alice._send
+
+    async def send_with_mdns(message: dict[str, Any]) -> None:
+        if message["type"] == "offer":
+            lines = message["sdp"].split("\r\n")
+            at = next(i for i, line in enumerate(lines) if line.startswith("a=candidate:"))
+            message = {**message, "sdp": "\r\n".join([*lines[:at], mdns, *lines[at:]])}
+        await original(message)
+
+    alice._send = send_with_mdns  # type: ignore[method-assign]
+    try:
+        await alice.publish(audio=pcm_audio_track(tone(10), 48000))
+        await alice.send_raw(
+            '{"type":"candidate","pc":"publisher","candidate":"'
+            + mdns.removeprefix("a=")
+            + '","sdp_mid":"0","sdp_mline_index":0}'
+        )
+        await alice.send_raw('{"type": "ping", "id": 9}')
+        assert (await alice.wait_for("pong", timeout=1.0)).data["id"] == 9
+        track = (await bob.wait_for("track", timeout=10)).track
+        assert track is not None
+        await asyncio.sleep(1.0)
+        assert track.frames_received > 20
+    finally:
+        await alice.close()
+        await bob.close()
