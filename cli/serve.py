@@ -52,6 +52,11 @@ def register(subparsers: Any) -> None:
         help="delete a room's transcript this long after the room ends (default: 24)",
     )
     parser.add_argument(
+        "--no-sidecar",
+        action="store_true",
+        help="no embedded sidecar: rooms are captioned by separate `captions sidecar`s",
+    )
+    parser.add_argument(
         "--asr-api-key",
         action="append",
         default=[],
@@ -96,6 +101,7 @@ async def serve(settings: Settings, engine: Any, args: argparse.Namespace) -> No
         retention_hours=args.retention_hours,
         language=args.language,
         asr_api_keys=[key for key in args.asr_api_key if key],
+        embedded_sidecar=not args.no_sidecar,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
