@@ -54,7 +54,7 @@ import aiohttp
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -173,14 +173,28 @@ def encode_opus(
 def encode_test_video(
     seconds: float, *, width: int = 320, height: int = 240, fps: int = 15, codec: str = "libvpx"
 ) -> list[tuple[bytes, int]]:
-    """A moving test pattern as VP8 packets ``(payload, pts at 90 kHz)``."""
+    """A moving test pattern as VP8 (``libvpx``) or H.264 (``libx264``, constrained
+    baseline, Annex B) packets ``(payload, pts at 90 kHz)``."""
     encoder = av.CodecContext.create(codec, "w")
     encoder.width = width  # type: ignore[attr-defined]
     encoder.height = height  # type: ignore[attr-defined]
     encoder.pix_fmt = "yuv420p"  # type: ignore[attr-defined]
     encoder.time_base = fractions.Fraction(1, fps)
     encoder.bit_rate = 300_000
-    encoder.options = {"deadline": "realtime", "lag-in-frames": "0", "cpu-used": "8", "g": str(fps)}
+    if codec == "libx264":
+        encoder.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "profile": "baseline",
+            "g": str(fps),
+        }
+    else:
+        encoder.options = {
+            "deadline": "realtime",
+            "lag-in-frames": "0",
+            "cpu-used": "8",
+            "g": str(fps),
+        }
     packets: list[tuple[bytes, int]] = []
     ys, xs = np.mgrid[0:height, 0:width]
     for index in range(int(seconds * fps)):
@@ -215,10 +229,11 @@ def pcm_audio_track(
 
 
 def video_test_track(
-    seconds: float = 10.0, *, loop: bool = True, record: bool = False
+    seconds: float = 10.0, *, loop: bool = True, record: bool = False, codec: str = "libvpx"
 ) -> PacedPacketTrack:
+    """A camera showing a moving pattern; publish with ``video_codec`` matching ``codec``."""
     return PacedPacketTrack(
-        "video", encode_test_video(seconds), VIDEO_CLOCK, loop=loop, record=record
+        "video", encode_test_video(seconds, codec=codec), VIDEO_CLOCK, loop=loop, record=record
     )
 
 
@@ -383,9 +398,14 @@ class SfuClient:
         *,
         audio: MediaStreamTrack | None = None,
         video: MediaStreamTrack | None = None,
+        video_codec: str | None = None,
         timeout: float = 10.0,
     ) -> None:
-        """(Re)negotiates the publisher connection with these tracks."""
+        """(Re)negotiates the publisher connection with these tracks.
+
+        ``video_codec`` (``"video/VP8"`` or ``"video/H264"``) is offered first; the track
+        must yield packets of that codec, since nothing is transcoded.
+        """
         if self.publisher_pc is None:
             self.publisher_pc = RTCPeerConnection()
         pc = self.publisher_pc
@@ -397,7 +417,14 @@ class SfuClient:
                 existing.sender.replaceTrack(track)
                 existing.direction = "sendonly"
             else:
-                pc.addTransceiver(track, direction="sendonly")
+                existing = pc.addTransceiver(track, direction="sendonly")
+            if kind == "video" and video_codec:
+                capabilities = RTCRtpSender.getCapabilities("video").codecs
+                wanted = video_codec.lower()
+                existing.setCodecPreferences(
+                    [c for c in capabilities if c.mimeType.lower() == wanted]
+                    + [c for c in capabilities if c.mimeType.lower() == "video/rtx"]
+                )
             self.published[kind] = track  # type: ignore[assignment]
         await self._negotiate_publisher(pc, timeout)
 

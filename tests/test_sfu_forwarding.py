@@ -86,3 +86,34 @@ async def test_audio_and_video_reach_subscriber_byte_identical(sfu: TestServer) 
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_h264_nal_units_reach_subscriber_unchanged(sfu: TestServer) -> None:
+    from aiortc.codecs.h264 import H264Encoder
+
+    alice = await SfuClient.connect(url(sfu), token("Alice"))
+    bob = await SfuClient.connect(url(sfu), token("Bob"))
+    try:
+        video = video_test_track(2, loop=False, record=True, codec="libx264")
+        await alice.publish(video=video, video_codec="video/H264")
+        track = (await bob.wait_for("track", timeout=15)).track
+        assert track is not None
+        got: list[bytes] = []
+
+        async def drain() -> None:
+            async for packet in track.packets():
+                got.append(bytes(packet))
+
+        task = asyncio.create_task(drain())
+        await asyncio.sleep(3)
+        task.cancel()
+        assert track.codec == "video/H264"
+        assert len(got) >= 0.8 * len(video.sent)
+        # Start codes may be rewritten (3 -> 4 bytes) by RTP packetisation; NAL units not.
+        sent_nals = [list(H264Encoder._split_bitstream(f)) for f in video.sent]
+        got_nals = [list(H264Encoder._split_bitstream(f)) for f in got]
+        start = sent_nals.index(got_nals[0])
+        assert got_nals == sent_nals[start : start + len(got_nals)]
+    finally:
+        await alice.close()
+        await bob.close()
