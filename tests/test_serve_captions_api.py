@@ -16,10 +16,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from captions.caption_hub import CaptionHub
-from captions.captions_api import HUB_KEY, CaptionsApiLimits, install_captions_api
+from captions.captions_api import (
+    HUB_KEY,
+    CaptionsApi,
+    CaptionsApiLimits,
+    _client_reply,
+    install_captions_api,
+)
 from captions.events import CaptionEvent, Speaker, Word
+from captions.exceptions import MalformedMessageError
 from captions.store import TranscriptStore
 from sfu.tokens import Grants, mint_token
 
@@ -218,3 +227,56 @@ async def test_transcript_download_and_delete_are_host_only(
     resp = await client.get(f"/rooms/r/transcript.json?token={host}")
     assert json.loads(await resp.text()) == []
     await pub.close()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=20,
+)
+publication_keys = st.sampled_from(
+    [
+        "type",
+        "kind",
+        "speaker",
+        "utterance",
+        "revision",
+        "words",
+        "emitted_at",
+        "stream",
+        "stream_started_at",
+        "seq",
+        "captions",
+        "participants",
+        "language",
+        "changed_by",
+    ]
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=64),
+        st.dictionaries(publication_keys, json_values, max_size=10).map(json.dumps),
+        st.builds(
+            lambda extra: json.dumps({**caption(0, "final", "a b"), **extra}),
+            st.dictionaries(publication_keys, json_values, max_size=3),
+        ),
+    )
+)
+def test_malformed_publications_raise_only_documented_errors(text: str) -> None:
+    api = CaptionsApi(CaptionHub(TranscriptStore(":memory:")), SECRET)
+    try:
+        reply = api._accept_publication("r", text)
+    except MalformedMessageError:
+        return
+    assert reply is None or reply["type"] == "ack"
+
+
+@given(st.text(max_size=64) | st.dictionaries(st.text(max_size=6), json_values).map(json.dumps))
+def test_any_client_message_gets_a_reply_or_an_error(text: str) -> None:
+    reply = _client_reply(text)
+    assert reply is not None and reply["type"] in ("pong", "error")
