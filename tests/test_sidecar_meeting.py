@@ -40,8 +40,10 @@ def token(name: str, role: str = "participant", **kw: Any) -> str:
     return mint_token(SECRET, grants, **kw)
 
 
-async def start_meeting(tmp_path: Path, engine: ScriptedEngine, **kw: Any) -> Meeting:
-    settings = Settings(port=0, data_dir=tmp_path, secret_override=SECRET)
+async def start_meeting(
+    tmp_path: Path, engine: ScriptedEngine, *, port: int = 0, **kw: Any
+) -> Meeting:
+    settings = Settings(port=port, data_dir=tmp_path, secret_override=SECRET)
     meeting = Meeting(settings, EngineRunner(engine), **kw)
     await meeting.start()
     return meeting
@@ -176,13 +178,16 @@ async def test_host_toggle_stops_engine_input_and_on_resumes(
 
 
 async def test_transcript_survives_sidecar_and_server_restarts(tmp_path: Path) -> None:
+    meeting = await start_meeting(tmp_path, ScriptedEngine(), embedded_sidecar=False)
+    port = meeting.port
+    # A separate sidecar (as ``captions sidecar`` runs it), with its own engine.
     engine = ScriptedEngine(SCRIPT, delay=5.0)
-    meeting = await start_meeting(tmp_path, engine, embedded_sidecar=False)
+    runner = EngineRunner(engine)
     captioner = mint_token(SECRET, Grants.captioner_for(ROOM))
     host_token = token("hannah", "host")
 
-    async def run_sidecar() -> tuple[Sidecar, asyncio.Task[None]]:
-        sidecar = Sidecar(meeting.base_url, captioner, meeting.runner)
+    def run_sidecar() -> tuple[Sidecar, asyncio.Task[None]]:
+        sidecar = Sidecar(meeting.base_url, captioner, runner, reconnect_seconds=0.2)
         return sidecar, asyncio.create_task(sidecar.run())
 
     async def stored() -> list[dict[str, Any]]:
@@ -194,29 +199,40 @@ async def test_transcript_survives_sidecar_and_server_restarts(tmp_path: Path) -
 
     async with aiohttp.ClientSession() as http:
         alice = await speaker(meeting, "alice")
-        first, task = await run_sidecar()
+        first, task = run_sidecar()
         await until(lambda: engine.samples_seen.get("alice", 0) > 24_000, what="audio")
         await first.stop()  # a clean stop flushes alice's open utterance into the store
         await task
         assert [e["speaker"] for e in await stored()] == ["alice"]
 
-        second, task = await run_sidecar()  # resumes captioning the same room
+        second, task = run_sidecar()  # a restarted sidecar resumes captioning the room
         seen = engine.samples_seen["alice"]
         await until(lambda: engine.samples_seen["alice"] > seen + 24_000, what="resumed")
         await alice.close()
-        await until(lambda: second.captioner is not None and not second.captioner.feeds)
-        await until(lambda: second.publisher.unacked == 0)
+        await until(lambda: second.publisher.unacked == 0 and engine.active == 0)
+        assert len(await stored()) == 2
+
+        # The server restarts under the running sidecar, which rejoins by itself.
+        await meeting.stop()
+        meeting = await start_meeting(tmp_path, ScriptedEngine(), embedded_sidecar=False, port=port)
+        alice = await speaker(meeting, "alice")
+        seen = engine.samples_seen["alice"]
+        await until(lambda: engine.samples_seen["alice"] > seen + 24_000, what="rejoined")
+        await alice.close()
+        await until(lambda: second.publisher.unacked == 0 and engine.active == 0)
         events = await stored()
-        assert len(events) == 2 and all(e["text"].startswith("hello") for e in events)
+        assert len(events) == 3 and all(e["text"].startswith("hello") for e in events)
         await second.stop()
         await task
     await meeting.stop()
+    await runner.aclose()
 
-    # A new server on the same data directory still has the transcript.
-    meeting = await start_meeting(tmp_path, ScriptedEngine(SCRIPT), embedded_sidecar=False)
+    # A new server on the same data directory still has the whole transcript.
+    meeting = await start_meeting(tmp_path, ScriptedEngine(), embedded_sidecar=False)
     async with aiohttp.ClientSession() as http:
         events = await stored()
-        assert len(events) == 2
-        # One timeline: the second run's words come after the first run's.
-        assert events[1]["words"][0]["start"] > events[0]["words"][-1]["start"]
+        assert len(events) == 3
+        # One timeline: each run's words come after the previous run's.
+        starts = [e["words"][0]["start"] for e in events]
+        assert starts == sorted(starts) and starts[0] == 0.0
     await meeting.stop()
