@@ -322,3 +322,26 @@ def test_hugging_face_cache_is_resolved_offline(
     assert json.loads(files.config.read_text())["stt_config"]["audio_delay_seconds"] == DELAY
     loaded = create_engine("kyutai", EngineOptions(device="cpu", max_streams=1))
     assert loaded.info.languages == ("en", "fr") and loaded.info.delay_seconds == DELAY
+
+
+async def test_protocol_server_backed_by_kyutai_reports_its_pause_heads(
+    engine: KyutaiEngine,
+) -> None:
+    from tests.test_asr_server import connect, pack, read_until, serving
+
+    async with serving(engine) as url, connect(url) as ws:
+        await read_until(ws, lambda m: m["type"] == "Ready")
+        pcm = voice(0.8, seed=5)
+        for i in range(0, pcm.size, FRAME_SAMPLES):
+            await ws.send(pack({"type": "Audio", "pcm": pcm[i : i + FRAME_SAMPLES].tolist()}))
+        await ws.send(pack({"type": "Marker", "id": 9}))
+        silence = [0.0] * FRAME_SAMPLES
+        for _ in range(math.ceil(DELAY * 12.5) + 2):
+            await ws.send(pack({"type": "Audio", "pcm": silence}))
+        seen = await read_until(ws, lambda m: m["type"] == "Marker", timeout=120)
+    steps = [m for m in seen if m["type"] == "Step"]
+    assert steps, "no Step messages"
+    # Four end-of-turn heads in this checkpoint: real probabilities, not the neutral zeros.
+    assert all(len(s["prs"]) == 4 for s in steps)
+    assert any(p > 0 for s in steps for p in s["prs"])
+    assert seen[-1] == {"type": "Marker", "id": 9}
