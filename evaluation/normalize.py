@@ -13,6 +13,9 @@ package, nothing is downloaded). It:
 - maps British spellings to American (``colour`` -> ``color``, ``organise`` -> ``organize``);
 - drops hesitations (``um``, ``uh``, ``hmm``) and text in brackets or parentheses.
 
+Tokens left without any letter or digit (the packaged normaliser keeps a lone ``.`` from
+an ellipsis, for instance) are dropped.
+
 Other languages get the paper's basic normaliser (lower case, no punctuation or symbols,
 no bracketed text), which is language-neutral.
 """
@@ -38,7 +41,7 @@ def _basic() -> BasicTextNormalizer:
 def normalize(text: str, language: str = "en") -> str:
     """Normalised text: space-separated lower-case words, no punctuation."""
     normalizer = _english() if language.lower().startswith("en") else _basic()
-    return " ".join(normalizer(text).split())
+    return " ".join(t for t in normalizer(text).split() if any(c.isalnum() for c in t))
 
 
 def normalized_words(text: str, language: str = "en") -> list[str]:

@@ -12,6 +12,7 @@ from evaluation.normalize import normalize, normalized_words
         # case and punctuation
         ("HE HOPED THERE WOULD BE STEW.", "he hoped there would be stew"),
         ("And so, my fellow Americans: ask not!", "and so my fellow americans ask not"),
+        ("I am... what a thing..", "i am what a thing"),
         # hyphens
         ("a well-known e-mail", "a well known e mail"),
         # numbers, spelled out or in digits, end up the same
