@@ -140,6 +140,7 @@ class RoomState:
     captioners: int = 0
     degraded: bool = False
     participants: int = 0
+    languages: tuple[str, ...] = ()
 
     def to_json(self) -> Message:
         return {
@@ -150,6 +151,7 @@ class RoomState:
             "changed_by": self.changed_by,
             "captioner": "connected" if self.captioners > 0 else "absent",
             "degraded": self.degraded,
+            "languages": list(self.languages),
         }
 
 
@@ -234,6 +236,9 @@ class CaptionHub:
                 "identity": str(changed_by.get("identity", "")),
                 "name": str(changed_by.get("name", "")),
             }
+        languages = status.get("languages")
+        if isinstance(languages, list) and all(isinstance(x, str) for x in languages):
+            state.languages = tuple(languages[:200])
         if isinstance(status.get("degraded"), bool):
             state.degraded = status["degraded"]
         participants = status.get("participants")

@@ -234,6 +234,7 @@ class RoomCaptioner:
             "changed_by": self.changed_by,
             "degraded": self.degraded,
             "participants": self.participants,
+            "languages": list(self.runner.engine.info.languages),
         }
 
     def _feed(self, identity: str, name: str) -> SpeakerFeed:
@@ -282,6 +283,14 @@ class RoomCaptioner:
         feed = self.feeds.pop(identity, None)
         if feed is not None:
             await asyncio.shield(self._end_in_background(feed))
+            self._refresh_degraded()
+
+    def _refresh_degraded(self) -> None:
+        """Clears ``degraded`` once no open stream has dropped audio."""
+        still = any(f.stream is not None and f.stream.degraded for f in self.feeds.values())
+        if self.degraded and not still:
+            self.degraded = False
+            self.sink.status(self.status())
 
     def _end_in_background(self, feed: SpeakerFeed) -> asyncio.Task[None]:
         task = asyncio.create_task(feed.end_stream())
@@ -304,6 +313,7 @@ class RoomCaptioner:
         if (was_enabled and not enabled) or language_changed:
             ending = [self._end_in_background(feed) for feed in self.feeds.values()]
             await asyncio.shield(asyncio.gather(*ending))
+            self.degraded = False
         self.sink.status(self.status())
 
     async def aclose(self) -> None:
