@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from captions.asr_server import ASR_STREAMING_PATH
@@ -81,11 +82,23 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def setup_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def on_stop_signals(callback: Callable[[], object]) -> None:
+    """Calls ``callback`` on Ctrl-C and SIGTERM (from inside the running event loop)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on every platform
+            loop.add_signal_handler(sig, callback)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
     settings = settings_from(args)
     print(f"loading the {args.engine} engine...", flush=True)
     engine = create_engine(args.engine, engine_options(args))
@@ -104,10 +117,7 @@ async def serve(settings: Settings, engine: Any, args: argparse.Namespace) -> No
         embedded_sidecar=not args.no_sidecar,
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(stop.set)
     await meeting.start()
     try:
         links = meeting.links()

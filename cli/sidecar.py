@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
-import signal
 from typing import Any
 
 from captions.engines import create_engine
 from captions.runtime import EngineRunner
 from captions.sidecar import Sidecar
 from cli.common import add_engine_arguments, engine_options
+from cli.serve import on_stop_signals, setup_logging
 
 
 def register(subparsers: Any) -> None:
@@ -36,10 +34,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.verbose)
     engine = create_engine(args.engine, engine_options(args))
     asyncio.run(follow(args, engine))
     return 0
@@ -48,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
 async def follow(args: argparse.Namespace, engine: Any) -> None:
     async with EngineRunner(engine) as runner:
         sidecar = Sidecar(args.sfu, args.token, runner)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(sidecar.stop()))
+        stopping: list[asyncio.Task[None]] = []  # keeps the stop task referenced
+        on_stop_signals(lambda: stopping.append(asyncio.create_task(sidecar.stop())))
         await sidecar.run()

@@ -21,7 +21,7 @@ from captions.runtime import EngineRunner
 from captions.store import TranscriptStore
 from sfu.client import SfuClient, pcm_audio_track
 from sfu.settings import Settings
-from sfu.tokens import verify_token
+from sfu.tokens import Grants, mint_token, verify_token
 from tests.browser import free_port
 from tests.fakes import ScriptedEngine
 from tests.speech import synthesize
@@ -125,8 +125,51 @@ async def test_kyutai_endpoint_is_mounted_only_with_api_keys(tmp_path: Path) -> 
         meeting = Meeting(settings, EngineRunner(ScriptedEngine()), asr_api_keys=keys)
         await meeting.start()
         try:
-            async with aiohttp.ClientSession() as http:
-                async with http.get(f"{meeting.base_url}/api/asr-streaming") as resp:
-                    assert resp.status == expected  # mounted: refused without the key
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{meeting.base_url}/api/asr-streaming") as resp,
+            ):
+                assert resp.status == expected  # mounted: refused without the key
         finally:
             await meeting.stop()
+
+
+@pytest.mark.slow
+async def test_sidecar_command_joins_and_stops_cleanly(tmp_path: Path) -> None:
+    settings = Settings(port=0, data_dir=tmp_path, secret_override=SECRET)
+    meeting = Meeting(settings, EngineRunner(ScriptedEngine()), embedded_sidecar=False)
+    await meeting.start()
+
+    async def sidecar(token: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cli.main",
+            "sidecar",
+            "--sfu",
+            meeting.base_url,
+            "--token",
+            token,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+    try:
+        refused = await sidecar("not-a-token")
+        output, _ = await asyncio.wait_for(refused.communicate(), 60)
+        assert refused.returncode == 2 and b"captions: error:" in output, output
+
+        captioner = mint_token(SECRET, Grants.captioner_for("lobby"))
+        process = await sidecar(captioner)
+        deadline = time.monotonic() + 60
+        while meeting.hub.state("lobby").captioners == 0:
+            assert time.monotonic() < deadline and process.returncode is None
+            await asyncio.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, output
+        while meeting.hub.state("lobby").captioners:
+            await asyncio.sleep(0.1)
+    finally:
+        await meeting.stop()
