@@ -233,8 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         engine = engine_only(timeline, out_dir, " ".join(item.text for item in items))
         print("in Chromium, through the SFU and the sidecar...")
         page = score(timeline, measure_in_browser(timeline, keep_dir=out_dir))
+        # How often the live engine fell behind and dropped audio (it logs each time).
+        page["engine_behind_warnings"] = (
+            (out_dir / "serve.log").read_text().count("dropping old audio")
+        )
     figures = {"manifest": str(args.manifest), "items": len(items), "page": page, "engine": engine}
-    keys = [*LATENCY_KEYS, "wer", "timed_words"]
+    keys = [*LATENCY_KEYS, "wer", "timed_words", "first_partial_min", "engine_behind_warnings"]
     print(f"{'':20} {'page (e2e)':>12} {'engine only':>12} {'media path':>12}")
     for key in keys:
         a, b = page.get(key), engine.get(key)
