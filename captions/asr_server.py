@@ -169,7 +169,8 @@ class _Connection:
     async def _fail(self, message: str) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.send(Error(message))
-        await self.ws.close(code=1008, message=message[:120].encode())
+        # The Error message carries the detail; a close reason is limited to 123 bytes.
+        await self.ws.close(code=1008)
 
     async def _receive(self) -> None:
         now = time.monotonic()
@@ -200,7 +201,7 @@ class _Connection:
                 got_audio = self._handle(
                     decode_client_message(msg.data, max_bytes=self.limits.max_message_bytes)
                 )
-            except ProtocolError as exc:
+            except CaptionsError as exc:  # a bad frame, or the stream closed under us
                 await self._fail(str(exc))
                 return
             if got_audio:
@@ -241,6 +242,8 @@ class _Connection:
         async for event in self.stream:
             for message in self.state.words(event):
                 await self.send(message)
+        if not self.ws.closed:  # the engine failed, or the server is shutting down
+            await self._fail("the stream ended on the server")
 
     async def _tick(self) -> None:
         session = self.stream.session

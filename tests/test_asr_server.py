@@ -206,3 +206,19 @@ async def test_ogg_opus_audio_is_decoded() -> None:
         seen = await read_until(ws, lambda m: m["type"] == "Word")
         assert seen[-1]["text"] == "hello"
     assert sum(engine.samples_seen.values()) > 0.5 * SAMPLE_RATE
+
+
+class FailingEngine(ScriptedEngine):
+    def step(self, sessions: Any) -> None:
+        raise RuntimeError("GPU fell off the bus")
+
+
+async def test_engine_failure_reaches_the_client_as_an_error() -> None:
+    engine = FailingEngine(SCRIPT, sample_rate=SAMPLE_RATE)
+    async with serving(engine) as url, connect(url) as ws:
+        await read(ws)
+        await ws.send(audio(0.2)[0])
+        error = await read_until(ws, lambda m: m["type"] == "Error")
+        assert "ended on the server" in error[-1]["message"]
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
