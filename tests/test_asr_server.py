@@ -142,20 +142,20 @@ BAD_FRAMES = {
 
 @pytest.mark.parametrize("name", list(BAD_FRAMES))
 async def test_bad_frame_gets_error_and_close_others_keep_going(name: str) -> None:
-    async with serving(scripted(), max_message_bytes=20_000) as url:
-        async with connect(url) as good, connect(url) as bad:
-            assert (await read(good))["type"] == "Ready"
-            assert (await read(bad))["type"] == "Ready"
-            await bad.send(BAD_FRAMES[name])
-            error = await read_until(bad, lambda m: m["type"] == "Error")
-            assert error[-1]["message"]
-            with pytest.raises(websockets.ConnectionClosed):
-                await asyncio.wait_for(bad.recv(), 5)
-            # The other client is still served.
-            for frame in audio(1.0):
-                await good.send(frame)
-            seen = await read_until(good, lambda m: m["type"] == "Word")
-            assert seen[-1]["text"] == "hello"
+    limit = {"max_message_bytes": 20_000}
+    async with serving(scripted(), **limit) as url, connect(url) as good, connect(url) as bad:
+        assert (await read(good))["type"] == "Ready"
+        assert (await read(bad))["type"] == "Ready"
+        await bad.send(BAD_FRAMES[name])
+        error = await read_until(bad, lambda m: m["type"] == "Error")
+        assert error[-1]["message"]
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(bad.recv(), 5)
+        # The other client is still served.
+        for frame in audio(1.0):
+            await good.send(frame)
+        seen = await read_until(good, lambda m: m["type"] == "Word")
+        assert seen[-1]["text"] == "hello"
 
 
 async def test_text_frame_is_refused() -> None:
