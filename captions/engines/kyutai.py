@@ -86,11 +86,11 @@ def locate_checkpoint(model: str | None) -> CheckpointFiles:
 
         # local_files_only: the cache is read, the network is never touched.
         snapshot = Path(snapshot_download(repo_id=spec, local_files_only=True))
-    except Exception as exc:  # huggingface_hub raises several types for "not cached"
+    except Exception:  # huggingface_hub raises several types for "not cached"
         raise ModelNotFoundError(
             f"Kyutai model {spec} is not in the local Hugging Face cache "
-            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}): {exc}. "
-            f"It needs config.json, the LM weights, the Mimi weights and the tokenizer. "
+            f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). "
+            "It needs config.json, the LM weights, the Mimi weights and the tokenizer. "
             + _provisioning_help(spec)
         ) from None
     return _checkpoint_in(snapshot, name=spec, repo=spec)
