@@ -7,6 +7,7 @@ it turns any audio into scripted words and counts the samples that reach it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -51,7 +52,9 @@ async def start_meeting(
 
 @pytest.fixture
 def engine() -> ScriptedEngine:
-    return ScriptedEngine(SCRIPT, delay=5.0)  # words stay tentative until a flush
+    engine = ScriptedEngine(SCRIPT, delay=5.0)  # words stay tentative until a flush
+    engine.info = dataclasses.replace(engine.info, languages=("en", "fr"))
+    return engine
 
 
 @pytest.fixture
@@ -172,6 +175,16 @@ async def test_host_toggle_stops_engine_input_and_on_resumes(
         await host.set_captions(True)
         await until(lambda: engine.samples_seen["hannah"] > off_at + 16_000, what="resumed")
         assert watcher.states()[-1]["captions"] == "on"
+        assert watcher.states()[-1]["languages"] == ["en", "fr"]
+
+        # The host's room language reopens the streams in that language.
+        def languages() -> set[str | None]:
+            return {s.session.language for s in meeting.runner._streams.values()}
+
+        assert languages() == {"en"}
+        await host.set_language("fr")
+        await until(lambda: watcher.states()[-1]["language"] == "fr", what="language state")
+        await until(lambda: languages() == {"fr"}, what="a stream in French")
         await guest.close()
         await host.close()
         await watcher.ws.close()
