@@ -139,3 +139,30 @@ def test_load_needs_a_url() -> None:
         create_engine("kyutai-remote", EngineOptions())
     with pytest.raises(EngineError, match="ws://"):
         create_engine("kyutai-remote", EngineOptions(kyutai_url="http://x"))
+
+
+async def test_reconnects_after_a_drop_and_keeps_our_timeline() -> None:
+    backend = ScriptedEngine([("good", 0.3, 0.6)], sample_rate=24_000, delay=0.0)
+    # No keep-alive: the server drops the silent speaker after 0.5 s without audio.
+    async with Server(backend, audio_timeout=0.5, idle_timeout=0.5) as server:
+        engine = remote(server.url, delay_seconds=0.0, keepalive_seconds=60, backoff_initial=0.05)
+        runner = EngineRunner(engine)
+        async with runner:
+            stream = runner.open_stream(Speaker("carol"))
+            events = asyncio.create_task(collect(stream))
+            # 1.3 s: 16 whole frames and a half one that must survive the reconnect.
+            stream.push_audio(np.zeros(31_200, dtype=np.float32), 24_000)
+            connection = stream.session.connection  # type: ignore[attr-defined]
+            async with asyncio.timeout(10):
+                while connection.connects < 2:  # dropped, then reconnected
+                    await asyncio.sleep(0.05)
+            stream.push_audio(np.zeros(24_000, dtype=np.float32), 24_000)
+            await stream.aclose()
+            got = await asyncio.wait_for(events, 20)
+    words = [w for e in got if e.kind == "final" for w in e.words]
+    # The second connection starts with the half frame still unsent (our 1.28 s): its
+    # word at its own 0.3 s is our 1.58 s.
+    assert [(w.text, round(w.start, 2), round(w.end, 2)) for w in words] == [
+        ("good", 0.3, 0.6),
+        ("good", 1.58, 1.88),
+    ]

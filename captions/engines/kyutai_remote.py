@@ -131,6 +131,7 @@ class _Connection:
         self.settings = settings
         self.loop = loop
         self.audio: deque[PCM] = deque()
+        self.pending = np.zeros(0, dtype=np.float32)  # less than a frame, kept across reconnects
         self.audio_samples = 0
         self.our_samples = 0  # samples of real audio sent, on our timeline
         self.server_samples = 0  # samples sent on the current connection
@@ -210,7 +211,6 @@ class _Connection:
                     await receiver
 
     async def _send(self, ws: websockets.ClientConnection, receiver: asyncio.Task[bool]) -> bool:
-        pending = np.zeros(0, dtype=np.float32)
         idle = 0.0
         while True:
             if receiver.done():
@@ -218,21 +218,21 @@ class _Connection:
             while self.audio:
                 chunk = self.audio.popleft()
                 self.audio_samples -= chunk.size
-                pending = np.concatenate([pending, chunk])
-            while pending.size >= FRAME_SAMPLES:
-                await ws.send(encode(Audio(pending[:FRAME_SAMPLES])))
-                pending = pending[FRAME_SAMPLES:]
+                self.pending = np.concatenate([self.pending, chunk])
+            while self.pending.size >= FRAME_SAMPLES:
+                await ws.send(encode(Audio(self.pending[:FRAME_SAMPLES])))
+                self.pending = self.pending[FRAME_SAMPLES:]
                 self.our_samples += FRAME_SAMPLES
                 self.server_samples += FRAME_SAMPLES
                 self.keepalive_frames += 1
                 idle = 0.0
             if self.ending and not self.audio:
-                if pending.size:
-                    pad = np.zeros(FRAME_SAMPLES - pending.size, dtype=np.float32)
-                    await ws.send(encode(Audio(np.concatenate([pending, pad]))))
-                    self.our_samples += pending.size
+                if self.pending.size:
+                    pad = np.zeros(FRAME_SAMPLES - self.pending.size, dtype=np.float32)
+                    await ws.send(encode(Audio(np.concatenate([self.pending, pad]))))
+                    self.our_samples += self.pending.size
                     self.server_samples += FRAME_SAMPLES
-                    pending = pending[:0]
+                    self.pending = self.pending[:0]
                 return await self._flush(ws, receiver)
             self._wake.clear()
             try:
