@@ -222,3 +222,16 @@ async def test_engine_failure_reaches_the_client_as_an_error() -> None:
         assert "ended on the server" in error[-1]["message"]
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
+
+
+async def test_server_pings_at_the_configured_interval() -> None:
+    import aiohttp
+
+    async with serving(scripted(), ping_interval=0.2) as url, aiohttp.ClientSession() as http:
+        headers = {"kyutai-api-key": KEY}
+        async with http.ws_connect(url, headers=headers, autoping=False) as ws:
+            kinds = []
+            async with asyncio.timeout(5):
+                while aiohttp.WSMsgType.PING not in kinds:
+                    kinds.append((await ws.receive()).type)
+            assert kinds[0] == aiohttp.WSMsgType.BINARY  # Ready came first
