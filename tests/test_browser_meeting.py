@@ -190,9 +190,16 @@ def test_host_turns_captions_off_then_on(meeting: Meeting) -> None:
         page.wait_for_selector("[data-testid=captions-health][data-state=off]")
         assert "Alice" in page.inner_text("[data-testid=captions-health]")
         assert "turned off by Alice" in page.inner_text("[data-testid=notice]")
-    # Whatever the engine had already heard may still arrive as a final; then nothing.
-    alice.wait_for_timeout(2500)
+    # Whatever the engine had already heard is flushed as finals; wait until that settles
+    # (3 s without a new line), then nothing new may appear.
     before = {"alice": len(recorded(alice)), "bob": len(recorded(bob))}
+    settle_deadline = time.monotonic() + 15
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 3 and time.monotonic() < settle_deadline:
+        alice.wait_for_timeout(500)
+        now = {"alice": len(recorded(alice)), "bob": len(recorded(bob))}
+        if now != before:
+            before, quiet_since = now, time.monotonic()
     alice.wait_for_timeout(8000)  # both files loop through speech in this time
     after = {"alice": len(recorded(alice)), "bob": len(recorded(bob))}
     assert after == before, "a caption line appeared while captions were off"
