@@ -280,3 +280,22 @@ def test_malformed_publications_raise_only_documented_errors(text: str) -> None:
 def test_any_client_message_gets_a_reply_or_an_error(text: str) -> None:
     reply = _client_reply(text)
     assert reply is not None and reply["type"] in ("pong", "error")
+
+
+async def test_retention_purges_ended_rooms_only(tmp_path: Path) -> None:
+    hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"))
+    app = web.Application()
+    install_captions_api(app, hub, SECRET, retention_hours=0.0, purge_interval_seconds=0.05)
+    async with TestClient(TestServer(app)) as client:
+        pub = await client.ws_connect(f"/captions/publish?token={token(captioner=True)}")
+        await pub.send_json({"type": "room_state", "participants": 2})
+        await pub.send_json(caption(0, "final", "kept while the room is live", seq=1))
+        await receive_until(pub, "ack")
+        await asyncio.sleep(0.3)
+        assert hub.store.count("r") == 1  # the room has not ended
+        await pub.send_json({"type": "room_state", "participants": 0})
+        deadline = time.monotonic() + 5
+        while hub.store.count("r"):
+            assert time.monotonic() < deadline, "the ended room's transcript was not purged"
+            await asyncio.sleep(0.05)
+        await pub.close()
