@@ -121,6 +121,7 @@ class SpeakerFeed:
         self._pushed = 0.0  # seconds of audio pushed into the current stream
         self._silent_run = 0.0
         self.skipped_seconds = 0.0
+        self.refused_until = 0.0  # monotonic time until which the engine refused a stream
 
     def push(self, pcm: npt.NDArray[np.float32], sample_rate: int, language: str | None) -> None:
         """Feeds audio unless muted or digital silence (see the module docstring)."""
@@ -199,9 +200,11 @@ class RoomCaptioner:
         silence_level: float = 1e-4,
         silence_grace_seconds: float = 1.0,
         gap_seconds: float = 0.5,
+        retry_refused_seconds: float = 5.0,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.room = room
+        self.retry_refused_seconds = retry_refused_seconds
         self.runner = runner
         self.sink = sink
         self.enabled = enabled
@@ -263,9 +266,14 @@ class RoomCaptioner:
         """One chunk of a participant's decoded audio; dropped while captions are off."""
         if not self.enabled:
             return
+        feed = self._feed(identity, name)
+        now = time.monotonic()
+        if now < feed.refused_until:
+            return
         try:
-            self._feed(identity, name).push(pcm, rate, self.engine_language)
-        except EngineError as exc:  # e.g. no free engine slot: this speaker goes uncaptioned
+            feed.push(pcm, rate, self.engine_language)
+        except EngineError as exc:  # e.g. no free engine slot: retried a little later
+            feed.refused_until = now + self.retry_refused_seconds
             log.warning("cannot caption %s in %s: %s", identity, self.room, exc)
 
     def set_muted(self, identity: str, name: str, muted: bool) -> None:

@@ -180,3 +180,18 @@ async def test_word_times_map_to_wall_clock_across_skipped_audio() -> None:
     assert abs(wall["one"] - (start + 0.1)) < 0.05
     # "two" came 0.1 s into the second tone, which started 11 s after the first one.
     assert abs(wall["two"] - (start + 11.1)) < 0.05
+
+
+async def test_a_full_engine_refuses_a_speaker_and_is_retried_later() -> None:
+    engine = ScriptedEngine(SCRIPT, max_streams=1)
+    sink = ListSink()
+    async with EngineRunner(engine) as runner:
+        captioner = RoomCaptioner("r", runner, sink, retry_refused_seconds=0.2)
+        await feed(captioner, "alice", tone(0.2))
+        await feed(captioner, "bob", tone(0.2))  # no free slot: bob waits, alice goes on
+        assert captioner.feeds["bob"].stream is None and runner.active_streams == 1
+        await captioner.participant_left("alice")
+        await asyncio.sleep(0.25)
+        await feed(captioner, "bob", tone(0.2))
+        assert captioner.feeds["bob"].stream is not None
+        await captioner.aclose()
