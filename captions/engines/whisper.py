@@ -315,6 +315,9 @@ class WhisperEngine(Engine):
     def _update(self, s: WhisperSession, hypothesis: Hypothesis) -> None:
         """A new hypothesis of the open utterance's buffer; LocalAgreement decides what is final."""
         s.transcribed_to = s.position
+        if not hypothesis.words and (s.agreement.tail or s.agreement.committed):
+            # The VAD hears speech: an empty look is a recogniser miss, not a retraction.
+            return
         s.last_hypothesis = (s.buffer_start, s.position, hypothesis)
         commit = s.agreement.insert(hypothesis.words, audio_end=s.position / SAMPLE_RATE)
         s.track.update(commit=commit, tail=s.agreement.tail)
@@ -349,7 +352,9 @@ class WhisperEngine(Engine):
                 words = last[2].words
             else:
                 words = self._transcribe(s, s.buffer_start, end).words
-            s.track.end_utterance(tail=s.agreement.finish(words))
+            # An empty last look (short audio, or judged non-speech) keeps the tail that
+            # was shown rather than silently dropping words the reader already saw.
+            s.track.end_utterance(tail=s.agreement.finish(words or None))
         elif s.track.is_open:
             s.track.end_utterance()
         s.agreement.reset(keep_prompt=True)
@@ -448,7 +453,7 @@ class WhisperEngine(Engine):
         texts: list[list[int]] = []
         for result in results:
             tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-            if tokens and self._looks_hallucinated(tokenizer, tokens, result):
+            if tokens and self._looks_like_non_speech(result):
                 tokens = []
             texts.append(tokens)
         if not any(texts):
@@ -461,27 +466,27 @@ class WhisperEngine(Engine):
             encoded,
             [sp.features.shape[-1] for sp in spans],  # one count per batch item
         )
-        return [
-            Hypothesis(
-                _cut_repetition(_merge_punctuation(words, span.start / SAMPLE_RATE))
-                if tokens
-                else [],
-                language,
-            )
-            for span, tokens, words in zip(spans, texts, aligned, strict=True)
-        ]
+        hypotheses = []
+        for span, tokens, words in zip(spans, texts, aligned, strict=True):
+            heard = _cut_repetition(_merge_punctuation(words, span.start / SAMPLE_RATE))
+            if not tokens or self._too_repetitive(heard):
+                heard = []
+            hypotheses.append(Hypothesis(heard, language))
+        return hypotheses
 
-    def _looks_hallucinated(self, tokenizer: Any, tokens: list[int], result: Any) -> bool:
+    def _looks_like_non_speech(self, result: Any) -> bool:
         settings = self.settings
         avg_logprob = result.scores[0] if result.scores else 0.0
-        if (
+        return bool(
             result.no_speech_prob > settings.no_speech_threshold
             and avg_logprob < settings.logprob_threshold
-        ):
-            return True
-        text = tokenizer.decode(tokens).encode()
+        )
+
+    def _too_repetitive(self, words: list[Word]) -> bool:
+        """Whisper's compression-ratio test, after cutting plain loops off."""
+        text = " ".join(w.text for w in words).encode()
         ratio = len(text) / max(1, len(zlib.compress(text)))
-        return ratio > settings.compression_ratio_threshold
+        return ratio > self.settings.compression_ratio_threshold
 
     def _detect_language(self, encoded: Any) -> str:
         ranked = self.model.model.detect_language(encoded)[0]
@@ -520,15 +525,19 @@ def _merge_punctuation(aligned: list[dict[str, Any]], base: float) -> list[Word]
     return words
 
 
-def _cut_repetition(words: list[Word], min_run: int = 3) -> list[Word]:
-    """Cuts a decoding loop: from the first run of ``min_run``+ words repeated right away.
+def _cut_repetition(words: list[Word]) -> list[Word]:
+    """Cuts a decoding loop at its first repeat: a run of 3+ words said twice in a row, or
+    of 1-2 words said three times in a row ("replied he replied he replied he").
 
-    Greedy Whisper sometimes loops on the last sentence near the end of the audio.
+    Greedy Whisper sometimes loops on the last words near the end of the audio.
     """
     keys = [normalise(w.text) for w in words]
     for i in range(len(keys)):
-        for run in range(min_run, (len(keys) - i) // 2 + 1):
-            if keys[i : i + run] == keys[i + run : i + 2 * run]:
+        for run in range(1, (len(keys) - i) // 2 + 1):
+            once, again = keys[i : i + run], keys[i + run : i + 2 * run]
+            if once != again:
+                continue
+            if run >= 3 or keys[i + 2 * run : i + 3 * run] == once:
                 return words[: i + run]
     return words
 
