@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from types import ModuleType
 
 from captions.engine import Engine
 from captions.exceptions import UnknownEngineError
@@ -48,7 +49,7 @@ def engine_names() -> list[str]:
     return list(_MODULES)
 
 
-def _module(name: str):  # type: ignore[no-untyped-def]
+def _module(name: str) -> ModuleType:
     try:
         module_name = _MODULES[name]
     except KeyError:
