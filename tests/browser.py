@@ -18,8 +18,9 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -177,11 +178,27 @@ def captions_server(
         log.close()
 
 
-@contextmanager
-def sfu_server(secret: str, data_dir: Path) -> Iterator[str]:
-    """The SFU and the page alone (``sfu.server.create_app``), in a thread: no captions.
+@dataclass
+class InProcessServer:
+    """A server running in a thread of this process (see :func:`sfu_server`)."""
 
-    For tests of joining, media and meeting controls, which need no speech engine.
+    url: str
+    loop: asyncio.AbstractEventLoop
+    hub: Any = None
+    """The captions hub, when the captions API is installed."""
+
+    def call(self, function: Callable[..., Any], *args: Any) -> None:
+        """Runs ``function(*args)`` in the server's event loop (its objects are not thread-safe)."""
+        self.loop.call_soon_threadsafe(function, *args)
+
+
+@contextmanager
+def sfu_server(secret: str, data_dir: Path, *, captions: bool = False) -> Iterator[InProcessServer]:
+    """The SFU and the page (``sfu.server.create_app``) in a thread, without a speech engine.
+
+    With ``captions``, the captions API (``/captions``, transcripts) is installed too, with
+    no sidecar: the test publishes caption events and room status through ``hub``.
+    For tests of joining, media, meeting controls and the page's caption handling.
     """
     from aiohttp import web
 
@@ -191,7 +208,16 @@ def sfu_server(secret: str, data_dir: Path) -> Iterator[str]:
     port = free_port()
     settings = Settings(port=port, data_dir=data_dir, secret_override=secret)
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(settings))
+    app = create_app(settings)
+    hub = None
+    if captions:
+        from captions.caption_hub import CaptionHub
+        from captions.captions_api import install_captions_api
+        from captions.store import TranscriptStore
+
+        hub = CaptionHub(TranscriptStore(data_dir / "transcripts.sqlite"))
+        install_captions_api(app, hub, secret)
+    runner = web.AppRunner(app)
     started = threading.Event()
 
     def serve() -> None:
@@ -208,7 +234,7 @@ def sfu_server(secret: str, data_dir: Path) -> Iterator[str]:
     if not started.wait(20):
         raise RuntimeError("the SFU did not start")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield InProcessServer(f"http://127.0.0.1:{port}", loop, hub)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=20)

@@ -40,8 +40,8 @@ def voice() -> Path:
 
 @pytest.fixture
 def base(tmp_path: Path) -> Iterator[str]:
-    with sfu_server(SECRET, tmp_path) as url:
-        yield url
+    with sfu_server(SECRET, tmp_path) as server:
+        yield server.url
 
 
 def open_join_screen(page: Any, url: str) -> None:
@@ -171,8 +171,8 @@ def test_meeting_tiles_speaker_mute_keyboard_and_leave(
 
 def test_lost_connection_is_announced(playwright: Any, tmp_path: Path) -> None:
     with browser_page(playwright) as page:
-        with sfu_server(SECRET, tmp_path) as url:
-            open_join_screen(page, link(url, "Gus", "guest"))
+        with sfu_server(SECRET, tmp_path) as server:
+            open_join_screen(page, link(server.url, "Gus", "guest"))
             join(page)
         # The server is gone: the page says so and tries to reconnect.
         page.wait_for_selector("html[data-connection=lost]")

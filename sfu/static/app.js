@@ -689,6 +689,12 @@ function applyRoomCaptions(next, { initial = false } = {}) {
     const name = next.changed_by.name || next.changed_by.identity;
     notify(t(next.enabled ? "captions.by_on" : "captions.by_off", { name }));
   }
+  const languageChanged = next.language && before.language && next.language !== before.language;
+  if (languageChanged && !initial && next.changed_by) {
+    const name = next.changed_by.name || next.changed_by.identity;
+    const names = new Intl.DisplayNames([language()], { type: "language" });
+    notify(t("captions.language_by", { language: safeLanguageName(names, next.language), name }));
+  }
   if (changed && !next.enabled) overlay?.clear();
   updateHostControls();
   updateHealth();

@@ -1,0 +1,116 @@
+"""The page's caption handling over the real SFU and the real captions API, without a
+speech engine: the test publishes caption events and room status into the hub the way
+the sidecar does, and watches two pages (a host and a guest)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from captions.events import CaptionEvent, Speaker, Word
+from sfu.tokens import Grants, mint_token
+from tests.browser import InProcessServer, browser_page, chromium_playwright, sfu_server
+
+pytestmark = pytest.mark.browser
+
+SECRET = "captions-page-secret-" + "q" * 32
+ROOM = "capslab"
+CAROL = Speaker("carol-1", "Carol")
+
+
+def link(base: str, name: str, role: str) -> str:
+    token = mint_token(SECRET, Grants.for_role(ROOM, name, role))  # type: ignore[arg-type]
+    return f"{base}/room/{ROOM}#token={token}"
+
+
+def caption(revision: int, words: list[tuple[str, bool]], kind: str = "partial") -> CaptionEvent:
+    timed = tuple(Word(w, 0.5 * i, 0.5 * i + 0.4, final) for i, (w, final) in enumerate(words))
+    return CaptionEvent(CAROL, 1, revision, kind, timed, time.time())  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessServer, Any, Any]]:
+    with (
+        chromium_playwright() as playwright,
+        sfu_server(SECRET, tmp_path_factory.mktemp("caps"), captions=True) as server,
+        browser_page(playwright) as host,
+        browser_page(playwright) as guest,
+    ):
+        server.call(server.hub.captioner_attached, ROOM)
+        server.call(server.hub.update_status, ROOM, {"languages": ["en", "fr"], "language": "en"})
+        for page, name, role in ((host, "Hana", "host"), (guest, "Gil", "guest")):
+            page.goto(link(server.url, name, role))
+            page.wait_for_selector("[data-testid=join-screen]:not([hidden])")
+            page.click("[data-testid=join-button]")
+            page.wait_for_selector("[data-testid=captions-health][data-state=live]")
+        yield server, host, guest
+
+
+def publish(server: InProcessServer, event: CaptionEvent) -> None:
+    server.call(
+        lambda: server.hub.publish(ROOM, event, stream="stream-1", stream_started_at=time.time())
+    )
+
+
+def test_partial_then_final_in_every_page_announced_once(meeting: Any) -> None:
+    server, host, guest = meeting
+    publish(server, caption(1, [("hello", True), ("wor", False)]))
+    line = "[data-testid=captions] .caption-line[data-speaker=Carol]"
+    for page in (host, guest):
+        page.wait_for_selector(f"{line}[data-final=false]")
+        assert page.inner_text(f"{line} .caption-text") == "hello wor"
+        assert page.locator(f"{line} .w.partial").count() == 1
+        assert page.inner_text("[data-testid=captions-log]") == ""
+    publish(server, caption(2, [("hello", True), ("world", True)], kind="final"))
+    for page in (host, guest):
+        page.wait_for_selector(f"{line}[data-final=true]")
+        assert page.inner_text(f"{line} .caption-text") == "hello world"
+        assert page.text_content("[data-testid=captions-log]") == "Carol: hello world"
+        page.click("[data-testid=transcript-toggle]")
+        entry = page.locator("[data-testid=transcript] .transcript-entry[data-speaker=Carol]")
+        assert entry.locator(".transcript-text").inner_text() == "hello world"
+        page.click("[data-testid=transcript-toggle]")
+
+
+def test_health_follows_the_captioner(meeting: Any) -> None:
+    server, host, guest = meeting
+    server.call(server.hub.update_status, ROOM, {"degraded": True})
+    for page in (host, guest):
+        page.wait_for_selector("[data-testid=captions-health][data-state=degraded]")
+        assert "delayed" in page.inner_text("[data-testid=captions-health]")
+    server.call(server.hub.update_status, ROOM, {"degraded": False})
+    server.call(server.hub.captioner_detached, ROOM)
+    for page in (host, guest):
+        page.wait_for_selector("[data-testid=captions-health][data-state=offline]")
+    server.call(server.hub.captioner_attached, ROOM)
+    for page in (host, guest):
+        page.wait_for_selector("[data-testid=captions-health][data-state=live]")
+
+
+def test_host_chooses_the_language_everyone_is_told(meeting: Any) -> None:
+    _, host, guest = meeting
+    assert guest.is_hidden("[data-testid=host-toggle]")
+    host.click("[data-testid=host-toggle]")
+    options = host.eval_on_selector_all(
+        "[data-testid=host-language] option", "options => options.map(o => o.value)"
+    )
+    assert options == ["en", "fr"]
+    host.select_option("[data-testid=host-language]", "fr")
+    guest.wait_for_function(
+        "document.querySelector('[data-testid=notice]').textContent.includes('French')"
+    )
+    assert "Hana" in guest.inner_text("[data-testid=notice]")
+    host.keyboard.press("Escape")
+
+
+def test_deleted_transcript_is_cleared(meeting: Any) -> None:
+    server, _, guest = meeting
+    guest.click("[data-testid=transcript-toggle]")
+    assert guest.locator("[data-testid=transcript] .transcript-entry").count() >= 1
+    server.call(server.hub.delete_transcript, ROOM, {"identity": "hana", "name": "Hana"})
+    guest.wait_for_function(
+        "document.querySelectorAll('[data-testid=transcript] .transcript-entry').length === 0"
+    )
