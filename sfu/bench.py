@@ -50,6 +50,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _runqueue_wait_seconds(pid: int) -> float:
+    """Time the SFU's main thread spent runnable but not running (scheduler starvation)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -205,6 +214,7 @@ async def run(publishers: int, subscribers: int, seconds: float, warmup: float) 
         await asyncio.sleep(warmup)
         before = await _get_stats(url, reset=True)
         start_wall, start_cpu = time.monotonic(), _cpu_seconds(sfu.pid)
+        start_wait = _runqueue_wait_seconds(sfu.pid)
         sent_before = sum(s.frames_sent for s in sources)
         for child in children:
             assert child.stdin is not None
@@ -217,6 +227,7 @@ async def run(publishers: int, subscribers: int, seconds: float, warmup: float) 
         wall = time.monotonic() - start_wall
         sent_rate = (sum(s.frames_sent for s in sources) - sent_before) / (publishers * wall * 50)
         cpu_share = (_cpu_seconds(sfu.pid) - start_cpu) / wall
+        wait_share = (_runqueue_wait_seconds(sfu.pid) - start_wait) / wall
         after = await _get_stats(url, reset=False)
         delays = sorted(after["delays"])
         received = (after["frames_in"] - before["frames_in"]) / (publishers * wall * 50)
@@ -232,6 +243,7 @@ async def run(publishers: int, subscribers: int, seconds: float, warmup: float) 
             "subscribers": subscribers,
             "forwarded_streams": streams,
             "sfu_cpu_percent_of_core": 100 * cpu_share,
+            "sfu_waiting_for_a_cpu_percent": 100 * wait_share,
             "sfu_cpu_ms_per_stream_second": 1000 * cpu_share / max(streams, 1),
             "streams_per_core": streams / cpu_share if cpu_share else float("inf"),
             "sfu_cpu_us_per_forwarded_packet": us_per_packet,
