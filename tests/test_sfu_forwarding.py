@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 
-from sfu.client import SfuClient, pcm_audio_track, video_test_track
+from sfu.client import RemoteTrack, SfuClient, pcm_audio_track, video_test_track
 from sfu.server import SFU, create_app
 from sfu.settings import Settings
 from sfu.tokens import Grants, mint_token
@@ -47,6 +47,20 @@ def tone(seconds: float, freq: float = 440.0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * noise).astype(np.float32)
 
 
+async def received_frames(track: RemoteTrack, seconds: float) -> list[bytes]:
+    """The encoded frames a subscriber's track yields during ``seconds``."""
+    got: list[bytes] = []
+
+    async def drain() -> None:
+        async for packet in track.packets():
+            got.append(bytes(packet))
+
+    task = asyncio.create_task(drain())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    return got
+
+
 async def test_audio_and_video_reach_subscriber_byte_identical(sfu: TestServer) -> None:
     alice = await SfuClient.connect(url(sfu), token("Alice"))
     bob = await SfuClient.connect(url(sfu), token("Bob"))
@@ -60,16 +74,10 @@ async def test_audio_and_video_reach_subscriber_byte_identical(sfu: TestServer) 
             assert event.participant is not None and event.participant.name == "Alice"
             assert event.track is not None
             tracks[event.track.kind] = event.track
-        received: dict[str, list[bytes]] = {"audio": [], "video": []}
-
-        async def drain(kind: str) -> None:
-            async for packet in tracks[kind].packets():
-                received[kind].append(bytes(packet))
-
-        tasks = [asyncio.create_task(drain(k)) for k in ("audio", "video")]
-        await asyncio.sleep(2.5)
-        for task in tasks:
-            task.cancel()
+        audio_got, video_got = await asyncio.gather(
+            received_frames(tracks["audio"], 2.5), received_frames(tracks["video"], 2.5)
+        )
+        received = {"audio": audio_got, "video": video_got}
         assert tracks["audio"].codec == "audio/opus"
         assert tracks["video"].codec == "video/VP8"
         for kind, sent in (("audio", audio.sent), ("video", video.sent)):
@@ -98,15 +106,7 @@ async def test_h264_nal_units_reach_subscriber_unchanged(sfu: TestServer) -> Non
         await alice.publish(video=video, video_codec="video/H264")
         track = (await bob.wait_for("track", timeout=15)).track
         assert track is not None
-        got: list[bytes] = []
-
-        async def drain() -> None:
-            async for packet in track.packets():
-                got.append(bytes(packet))
-
-        task = asyncio.create_task(drain())
-        await asyncio.sleep(3)
-        task.cancel()
+        got = await received_frames(track, 3)
         assert track.codec == "video/H264"
         assert len(got) >= 0.8 * len(video.sent)
         # Start codes may be rewritten (3 -> 4 bytes) by RTP packetisation; NAL units not.

@@ -8,7 +8,6 @@ the subscriber intact.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from aiortc.rtp import is_rtcp
 
 from sfu.client import SfuClient, pcm_audio_track, video_test_track
-from tests.test_sfu_forwarding import sfu, token, tone, url
+from tests.test_sfu_forwarding import received_frames, sfu, token, tone, url
 
 __all__ = ["sfu"]
 
@@ -53,15 +52,7 @@ async def test_forwarding_survives_loss(sfu: TestServer, kind: str) -> None:
         counts = make_lossy(alice, every=7)
         track = (await bob.wait_for("track", timeout=10)).track
         assert track is not None
-        got: list[bytes] = []
-
-        async def drain() -> None:
-            async for packet in track.packets():
-                got.append(bytes(packet))
-
-        task = asyncio.create_task(drain())
-        await asyncio.sleep(4)
-        task.cancel()
+        got = await received_frames(track, 4)
         assert counts["dropped"] > 5
         sent = source.sent
         assert got and all(frame in sent for frame in got), "a forwarded frame was altered"
