@@ -347,6 +347,7 @@ class SfuClient:
         self.subscriber_pc: RTCPeerConnection | None = None
         self.published: dict[str, PacedPacketTrack] = {}
         self._tracks_by_mid: dict[str, RemoteTrack] = {}
+        self._new_remote_tracks: list[Any] = []
         self._events: deque[ClientEvent] = deque(maxlen=EVENT_QUEUE)
         self._event_ready = asyncio.Event()
         self._answer: asyncio.Future[str] | None = None
@@ -582,10 +583,11 @@ class SfuClient:
         async with self._subscriber_lock:
             if self.subscriber_pc is None:
                 self.subscriber_pc = RTCPeerConnection()
+                self.subscriber_pc.on("track", self._new_remote_tracks.append)
             pc = self.subscriber_pc
             described = {t["mid"]: t for t in message.get("tracks", [])}
-            new_receivers: list[Any] = []
-            pc.on("track", lambda track: new_receivers.append(track))
+            new_receivers = self._new_remote_tracks
+            new_receivers.clear()
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             for transceiver in pc.getTransceivers():
                 mid = transceiver.mid
