@@ -192,6 +192,9 @@ class Peer:
                 sub.transceiver.direction = "inactive"
                 sender: RTCRtpSender = sub.transceiver.sender
                 sender.replaceTrack(None)
+                # A trackless sender still polls every 20 ms; the slot is dead, so stop it.
+                with contextlib.suppress(Exception):
+                    await sender.stop()
         return changed
 
     async def renegotiate(self) -> None:

@@ -218,3 +218,22 @@ async def test_page_and_static_files_are_served_locally(sfu: TestServer) -> None
                 assert "<html" in (await response.text()).lower()
         async with http.get(url(sfu) + "/static/../tokens.py") as response:
             assert response.status in (403, 404)
+
+
+async def test_rejoin_gets_a_fresh_track(sfu: TestServer) -> None:
+    bob = await SfuClient.connect(url(sfu), token("Bob"))
+    try:
+        for round in range(2):
+            alice = await SfuClient.connect(url(sfu), token("Alice"))
+            await alice.publish(audio=pcm_audio_track(tone(10, 300 + round), 48000))
+            event = await bob.wait_for("track", timeout=10)
+            assert event.track is not None and event.participant is not None
+            assert event.participant.name == "Alice"
+            await asyncio.sleep(0.6)
+            assert event.track.frames_received > 10, f"round {round}"
+            await alice.close()
+            await bob.wait_for("track_ended", timeout=10)
+            assert event.track.ended
+        assert bob.offers_answered >= 4  # join, leave, rejoin, leave
+    finally:
+        await bob.close()
