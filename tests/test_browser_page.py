@@ -388,3 +388,16 @@ def test_reduced_motion_is_honoured(
                        return getComputedStyle(tile).transitionDuration.split(',')[0]; }"""
         )
         assert duration == expected
+
+
+def test_finished_lines_that_no_longer_fit_leave_so_a_name_stays_on_top(page: Any) -> None:
+    page.evaluate(OVERLAY_SETUP)
+    update = "e => window.overlay.update(e)"
+    page.evaluate(update, event("a", "Alice", 1, 1, [("short", True)], kind="final"))
+    long_final = [(f"w{i}", True) for i in range(30)]
+    page.evaluate(update, event("b", "Bob", 1, 1, long_final, kind="final"))
+    page.evaluate(update, event("b", "Bob", 2, 1, [(f"x{i}", False) for i in range(30)]))
+    shown = lines(page)
+    # Alice's line went; Bob's finished line (which would overflow the box) went too, so
+    # his open utterance is alone, and shows his name.
+    assert [(s["speaker"], s["text"][:2], s["continued"]) for s in shown] == [("Bob", "x0", False)]

@@ -148,16 +148,31 @@ export class CaptionOverlay {
 
   trim() {
     // Finished lines go first: dropping an open utterance would hide the rest of it.
-    while (this.lines.size > this.maxLines) {
-      let victim = null;
-      for (const [key, line] of this.lines) {
-        if (line.final) {
-          victim = key;
-          break;
-        }
-      }
-      this.removeLine(victim ?? this.lines.keys().next().value);
+    while (this.lines.size > this.maxLines) this.removeLine(this.oldestFinal() ?? this.lines.keys().next().value);
+    // The box shows three text lines; a finished line that no longer fits whole leaves
+    // too, so the top line is never a nameless continuation cut in half.
+    while (this.lines.size > 1 && this.overflowing()) {
+      const victim = this.oldestFinal();
+      if (victim === null) break;
+      this.removeLine(victim);
     }
+  }
+
+  /** Whether the lines are taller than the box (overflow at the top is not scrollable,
+   * so scrollHeight cannot tell). False while the overlay is hidden. */
+  overflowing() {
+    const box = this.container;
+    if (box.clientHeight === 0) return false;
+    const style = getComputedStyle(box);
+    const room = box.clientHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom);
+    let used = 0;
+    for (const child of box.children) used += child.getBoundingClientRect().height;
+    return used > room + 1;
+  }
+
+  oldestFinal() {
+    for (const [key, line] of this.lines) if (line.final) return key;
+    return null;
   }
 
   removeLine(key) {
