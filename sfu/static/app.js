@@ -575,6 +575,11 @@ function togglePanel(name, open) {
     role(toggle).setAttribute("aria-expanded", String(visible));
   }
   const toggles = PANEL_TOGGLES;
+  if (show && name === "transcript") {
+    // Open on the latest captions; the list follows new ones while it stays at the end.
+    const list = role("transcript-list");
+    list.scrollTop = list.scrollHeight;
+  }
   if (show) (name === "transcript" ? role("transcript-search") : role("host-panel").querySelector("button, select, a"))?.focus();
   else role(toggles[name]).focus();
 }
