@@ -105,3 +105,12 @@ def test_misheard_committed_word_is_still_skipped() -> None:
     la.insert(hyp("we met today"))
     la.insert(hyp("we met today at"))
     assert texts(la.finish(hyp("we mat today at noon"))) == ["at", "noon"]
+
+
+def test_common_last_word_does_not_skip_new_words() -> None:
+    la = LocalAgreement()
+    la.insert(hyp("the cut in the"))
+    la.insert(hyp("the cut in the"))
+    assert texts(la.committed) == ["the", "cut", "in", "the"]
+    heard = hyp("the gut and the gut of the gut being cut across")
+    assert texts(la.finish(heard)) == ["gut", "of", "the", "gut", "being", "cut", "across"]

@@ -32,8 +32,10 @@ def normalise(text: str) -> str:
 class LocalAgreement:
     """Hypothesis buffer: committed words, the previous hypothesis' tail, the prompt."""
 
-    max_ngram: int = 5
-    """How far past the committed words' count a hypothesis is searched for them."""
+    search_slack: int = 2
+    """How far past the committed words' count a hypothesis is searched for them: the
+    re-heard words sit at the same positions give or take a split or merged word, and a
+    wider search lets a common last word ("the") match a later one and skip new words."""
     overlap_seconds: float = 0.1
     """When a hypothesis shares no word with the committed ones, its words starting this
     much before the last commit's end are taken as already committed."""
@@ -112,7 +114,7 @@ class LocalAgreement:
         if not self.committed:
             return list(hypothesis)
         committed = [normalise(w.text) for w in self.committed]
-        heard = [normalise(w.text) for w in hypothesis[: len(committed) + self.max_ngram]]
+        heard = [normalise(w.text) for w in hypothesis[: len(committed) + self.search_slack]]
         matcher = difflib.SequenceMatcher(a=committed, b=heard, autojunk=False)
         blocks = [b for b in matcher.get_matching_blocks() if b.size]
         if blocks:
