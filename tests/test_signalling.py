@@ -148,3 +148,12 @@ def test_session_requires_join_first_and_counts_errors() -> None:
     with pytest.raises(MessageTooLargeError):
         oversize.read('{"type":"ping","id":"long"}')
     assert oversize.close_code == CloseCode.TOO_BIG
+
+
+@given(st.text(max_size=400))
+@settings(max_examples=200, deadline=None)
+def test_sdp_check_raises_only_invalid_sdp(text: str) -> None:
+    from sfu.peer import check_session_description
+
+    with contextlib.suppress(InvalidSdpError):
+        check_session_description("v=0\r\n" + text)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from captions.exceptions import (
     AuthError,
@@ -172,3 +174,12 @@ def test_token_cli_prints_join_link_last(
     assert last.startswith(prefix)
     grants = verify_token(load_or_create_secret(tmp_path), last[len(prefix) :], room="lobby")
     assert grants.is_host and grants.name == "Alice"
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_any_string_is_accepted_or_refused_with_an_auth_error(text: str) -> None:
+    try:
+        verify_token(SECRET, text)
+    except AuthError as exc:
+        assert exc.code in {"token_missing", "token_invalid", "token_expired"}
