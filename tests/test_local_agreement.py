@@ -114,3 +114,12 @@ def test_common_last_word_does_not_skip_new_words() -> None:
     assert texts(la.committed) == ["the", "cut", "in", "the"]
     heard = hyp("the gut and the gut of the gut being cut across")
     assert texts(la.finish(heard)) == ["gut", "of", "the", "gut", "being", "cut", "across"]
+
+
+def test_agreed_word_at_the_very_end_of_the_audio_waits() -> None:
+    la = LocalAgreement(hold_seconds=0.3)
+    la.insert(hyp("lips and mouse"), audio_end=1.5)
+    # "mouse" ends at 1.4, within 0.3 s of the audio's end: it may be a cut-off "mouth".
+    assert texts(la.insert(hyp("lips and mouse"), audio_end=1.5)) == ["lips", "and"]
+    assert texts(la.insert(hyp("lips and mouth"), audio_end=2.5)) == []
+    assert texts(la.insert(hyp("lips and mouth"), audio_end=2.5)) == ["mouth"]

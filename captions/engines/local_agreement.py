@@ -40,6 +40,8 @@ class LocalAgreement:
     """When a hypothesis shares no word with the committed ones, its words starting this
     much before the last commit's end are taken as already committed."""
     max_prompt_words: int = 40
+    hold_seconds: float = 0.0
+    """Agreed words ending this close to ``audio_end`` wait: they may be truncated."""
     max_tentative_seconds: float | None = None
     """Commit words that ended this long before the audio's end even without agreement."""
     committed: list[Word] = field(default_factory=list)
@@ -80,6 +82,8 @@ class LocalAgreement:
         for old, word in zip(self._tail, new, strict=False):
             if normalise(old.text) != normalise(word.text):
                 break
+            if audio_end is not None and word.end > audio_end - self.hold_seconds:
+                break  # may be cut off by the end of the audio heard so far
             commit.append(word)
         if audio_end is not None and self.max_tentative_seconds is not None:
             limit = audio_end - self.max_tentative_seconds

@@ -59,6 +59,8 @@ class WhisperSettings:
     max_utterance_seconds: float = 12.0
     pad_seconds: float = 3.0
     max_batch: int = 8
+    hold_seconds: float = 0.3
+    """Agreed words ending this close to the audio's end are not final yet (may be cut)."""
     max_tentative_seconds: float = 2.0
     """A word this old (behind the audio's end) is finalised even without agreement."""
     cpu_threads: int = 2
@@ -232,7 +234,9 @@ class WhisperEngine(Engine):
             track=track,
             inbox=inbox,
             language=language,
-            agreement=LocalAgreement(max_tentative_seconds=s.max_tentative_seconds),
+            agreement=LocalAgreement(
+                hold_seconds=s.hold_seconds, max_tentative_seconds=s.max_tentative_seconds
+            ),
             vad=VadStream(
                 self.vad_model,
                 threshold=s.vad_threshold,
