@@ -32,9 +32,12 @@ def test_lone_punctuation_joins_its_word_in_stream_time() -> None:
         {"word": ",", "start": 0.4, "end": 0.4},
         {"word": " world", "start": 0.5, "end": 0.9},
         {"word": ".", "start": 0.9, "end": 1.0},
+        {"word": " o", "start": 1.1, "end": 1.2},
+        {"word": "'clock", "start": 1.2, "end": 1.5},
     ]
     merged = _merge_punctuation(aligned, base=10.0)
     assert [(w.text, w.start, w.end) for w in merged] == [
         ("Hello,", 10.0, 10.4),
         ("world.", 10.5, 11.0),
+        ("o'clock", 11.1, 11.5),
     ]

@@ -514,14 +514,17 @@ class WhisperEngine(Engine):
 
 
 def _merge_punctuation(aligned: list[dict[str, Any]], base: float) -> list[Word]:
-    """Whisper's word pieces to words in stream time; lone punctuation joins its word."""
+    """Whisper's word pieces to words in stream time; lone punctuation and pieces without
+    a leading space ("'clock" after "o") join the word before."""
     words: list[Word] = []
     for item in aligned:
-        text = str(item["word"]).strip()
+        raw = str(item["word"])
+        text = raw.strip()
         if not text:
             continue
         start, end = base + float(item["start"]), base + float(item["end"])
-        if words and not any(ch.isalnum() for ch in text):
+        continues = not raw[0].isspace() or not any(ch.isalnum() for ch in text)
+        if words and continues:
             last = words[-1]
             words[-1] = Word(last.text + text, last.start, max(last.end, end))
         else:
