@@ -143,6 +143,9 @@ class Engine(ABC):
 
         Called from a single worker thread. Must honour ``flush_requested`` and
         ``end_requested`` (clearing the former, setting ``finished`` for the latter).
+        Read the flags *before* taking audio from the inbox: the runtime pushes a
+        stream's last audio before it sets ``end_requested``, so reading in that order
+        never finishes a session with audio still waiting.
         """
 
     def release_session(self, session: Session) -> None:

@@ -61,6 +61,8 @@ class ScriptedEngine(Engine):
         rate = self.info.sample_rate
         for s in sessions:
             assert isinstance(s, ScriptedSession)
+            # Flags first: audio pushed before a close is already in the inbox then.
+            ending, flushing = s.end_requested, s.flush_requested
             _, pcm = s.inbox.take()
             s.consumed += pcm.size
             key = s.track.speaker.id
@@ -69,10 +71,10 @@ class ScriptedEngine(Engine):
             words = [Word(t, a, b) for t, a, b in s.script[s.emitted :] if b <= now]
             final = [w for w in words if w.end + self.info.delay_seconds <= now]
             s.emitted += len(final)
-            if s.end_requested or s.flush_requested:
+            if ending or flushing:
                 s.track.end_utterance(tail=words)
                 s.emitted += len(words) - len(final)
                 s.flush_requested = False
-                s.finished = s.end_requested
+                s.finished = ending
             else:
                 s.track.update(commit=final, tail=words[len(final) :])

@@ -320,10 +320,13 @@ class KyutaiRemoteEngine(Engine):
         for s in sessions:
             if not isinstance(s, RemoteSession) or s.connection is None:
                 continue
+            # Read the end flag before draining the inbox: audio pushed just before a
+            # close lands in the inbox before the flag is set, so it is sent, not lost.
+            ending = s.end_requested
             if s.inbox.available:
                 _, pcm = s.inbox.take()
                 self._loop.call_soon_threadsafe(s.connection.feed, pcm)
-            if s.end_requested and not s.ending:
+            if ending and not s.ending:
                 s.ending = True
                 self._loop.call_soon_threadsafe(s.connection.finish)
             self._apply_received(s)
