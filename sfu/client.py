@@ -41,7 +41,6 @@ Bounded queues: the event queue holds 1000 events and each remote track 50 audio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import time
 from collections import deque
@@ -58,6 +57,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from captions.aio import bounded, cancel_and_wait
 from captions.audio import load_audio
 from captions.exceptions import AuthError, CaptionsError, ProtocolError
 from sfu.forwarding import EncodedFrameReceiver, EncodedTrack, receive_encoded
@@ -67,6 +67,7 @@ OPUS_RATE = 48_000
 OPUS_FRAME = 960  # 20 ms
 VIDEO_CLOCK = 90_000
 EVENT_QUEUE = 1000
+CLOSE_TIMEOUT = 5.0  # seconds for each step of close()
 
 
 # ---------------------------------------------------------------- sources
@@ -492,17 +493,15 @@ class SfuClient:
 
     async def close(self) -> None:
         """Leaves the room (the server then tells the others) and releases everything."""
-        if self._reader is not None:
-            self._reader.cancel()
-        with contextlib.suppress(Exception):
-            await self._ws.close()
+        # Every step is bounded: close() runs on stop paths, often in a cancelled task.
+        await cancel_and_wait(self._reader, timeout=CLOSE_TIMEOUT)
+        await bounded(self._ws.close(), timeout=CLOSE_TIMEOUT, what="closing the SFU socket")
         for track in self._tracks_by_mid.values():
             track.end()
         for pc in (self.publisher_pc, self.subscriber_pc):
             if pc is not None:
-                with contextlib.suppress(Exception):
-                    await pc.close()
-        await self._http.close()
+                await bounded(pc.close(), timeout=CLOSE_TIMEOUT, what="closing a peer connection")
+        await bounded(self._http.close(), timeout=CLOSE_TIMEOUT, what="closing the HTTP session")
 
     async def __aenter__(self) -> SfuClient:
         return self

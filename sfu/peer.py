@@ -10,7 +10,6 @@ are merged into the next offer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from captions.aio import bounded
 from captions.exceptions import InvalidSdpError
 from sfu.forwarding import EncodedTrack, Publication, receive_encoded, relay_keyframe_requests
 from sfu.signalling import KINDS, Candidate
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 OUTBOX_MESSAGES = 256
 """Signalling messages queued for one client; a client that lets it fill is closed."""
+CLOSE_TIMEOUT = 5.0  # seconds for a sender or peer connection to stop
 
 
 @dataclass
@@ -193,8 +194,7 @@ class Peer:
                 sender: RTCRtpSender = sub.transceiver.sender
                 sender.replaceTrack(None)
                 # A trackless sender still polls every 20 ms; the slot is dead, so stop it.
-                with contextlib.suppress(Exception):
-                    await sender.stop()
+                await bounded(sender.stop(), timeout=CLOSE_TIMEOUT, what="stopping a sender")
         return changed
 
     async def renegotiate(self) -> None:
@@ -258,6 +258,5 @@ class Peer:
         for sub in self.subscriptions:
             sub.track.stop()
         for pc in (self.publisher_pc, self.subscriber_pc):
-            if pc is not None:
-                with contextlib.suppress(Exception):
-                    await pc.close()
+            if pc is not None:  # bounded: an interrupted aiortc close never resolves again
+                await bounded(pc.close(), timeout=CLOSE_TIMEOUT, what="closing a peer connection")

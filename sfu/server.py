@@ -23,6 +23,7 @@ from typing import Any
 import aioice.ice
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from captions.aio import bounded, cancel_and_wait, wait_ended
 from captions.exceptions import (
     AuthError,
     CaptionsError,
@@ -55,6 +56,8 @@ from sfu.tokens import Grants, require_host, verify_token
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+CLOSE_TIMEOUT_SECONDS = 5.0  # for each socket and task on shutdown
+WRITER_DRAIN_SECONDS = 2.0  # for a closing connection to send what is queued
 RoomListener = Callable[[Room], None]
 
 
@@ -85,10 +88,19 @@ class SfuServer:
             logger.warning("SFU task failed", exc_info=task.exception())
 
     async def close(self) -> None:
-        for ws in list(self._sockets):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
-        for task in list(self._tasks):
-            task.cancel()
+        await asyncio.gather(
+            *(
+                bounded(
+                    ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down"),
+                    timeout=CLOSE_TIMEOUT_SECONDS,
+                    what="closing a signalling socket",
+                )
+                for ws in list(self._sockets)
+            )
+        )
+        await asyncio.gather(
+            *(cancel_and_wait(task, timeout=CLOSE_TIMEOUT_SECONDS) for task in list(self._tasks))
+        )
 
     @staticmethod
     def _notify(listeners: list[RoomListener], room: Room) -> None:
@@ -152,8 +164,8 @@ class Connection:
             self.outbox.put_nowait(None)
         except asyncio.QueueFull:
             writer.cancel()  # the client is not reading; what it missed is lost
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.wait_for(writer, 2.0)
+        # Not ``suppress(CancelledError)``: that would also eat a cancel aimed at us.
+        await wait_ended(writer, timeout=WRITER_DRAIN_SECONDS)
 
     async def run(self) -> None:
         self._writer = asyncio.ensure_future(self._write())
