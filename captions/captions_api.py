@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from captions.aio import cancel_and_wait
 from captions.caption_hub import CaptionHub, Message, Subscription
 from captions.events import CaptionEvent
 from captions.exceptions import (
@@ -126,9 +127,7 @@ class CaptionsApi:
         finally:
             self._sockets.discard(ws)
             self.hub.unsubscribe(sub)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            await cancel_and_wait(sender)
         return ws
 
     async def _send_loop(self, ws: web.WebSocketResponse, sub: Subscription) -> None:
@@ -293,9 +292,7 @@ class CaptionsApi:
     async def _retention(self, app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self._purge_forever())
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     async def _purge_forever(self) -> None:
         while True:

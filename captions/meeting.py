@@ -16,7 +16,6 @@ server closes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import functools
 import ipaddress
@@ -29,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from captions.aio import bounded, wait_ended
 from captions.asr_server import add_asr_routes
 from captions.caption_hub import CaptionHub
 from captions.captions_api import install_captions_api
@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 
 TRANSCRIPTS_FILE = "transcripts.sqlite"
 SIDECAR_TOKEN_TTL = 30 * 24 * 3600.0
+# Stop-path bounds. A sidecar flushes its streams and waits for the server's acks
+# (each bounded by 10 s in captions.sidecar); aiohttp's own shutdown waits up to 60 s.
+SIDECAR_STOP_SECONDS = 30.0
+SERVER_STOP_SECONDS = 90.0
+RUNNER_STOP_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,9 @@ class Meeting:
             return_exceptions=True,
         )
         if self._web is not None:
-            await self._web.cleanup()
+            await bounded(self._web.cleanup(), timeout=SERVER_STOP_SECONDS, what="server cleanup")
             self._web = None
-        await self.runner.aclose()
+        await bounded(self.runner.aclose(), timeout=RUNNER_STOP_SECONDS, what="engine shutdown")
         self.store.close()
 
     @property
@@ -163,8 +168,8 @@ class Meeting:
         if sidecar is None or task is None:
             return
         await sidecar.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if not await wait_ended(task, timeout=SIDECAR_STOP_SECONDS):
+            log.warning("the sidecar of %s did not leave in time; cancelled", room)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         settings = self.settings

@@ -44,6 +44,7 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
+from captions.aio import bounded, cancel_and_wait
 from captions.events import CaptionEvent, Speaker
 from captions.exceptions import CaptionsError, EngineError
 from captions.runtime import EngineRunner, SpeechStream
@@ -180,10 +181,17 @@ class SpeakerFeed:
         stream, pump = self.stream, self._pump
         self.stream, self._pump = None, None
         self._silent_run = 0.0
-        if stream is not None:
-            await stream.aclose()
-        if pump is not None:
-            await pump
+        try:
+            if stream is not None:
+                await stream.aclose()
+            if pump is not None:
+                await pump
+        except asyncio.CancelledError:  # given up on (see RoomCaptioner.aclose): drop it all
+            if stream is not None:
+                stream.abort()
+            if pump is not None:
+                pump.cancel()
+            raise
 
 
 class RoomCaptioner:
@@ -324,13 +332,21 @@ class RoomCaptioner:
             self.degraded = False
         self.sink.status(self.status())
 
-    async def aclose(self) -> None:
-        """Flushes every stream (their last words are handed to the sink)."""
+    async def aclose(self, *, timeout: float = 10.0) -> None:
+        """Flushes every stream (their last words are handed to the sink).
+
+        A stream the engine has not flushed within ``timeout`` (a stalled or stopped
+        engine) is dropped, so that leaving the room never hangs.
+        """
         for feed in self.feeds.values():
             self._end_in_background(feed)
         self.feeds.clear()
-        while self._ending:
-            await asyncio.gather(*self._ending, return_exceptions=True)
+        if self._ending:
+            await asyncio.wait(set(self._ending), timeout=timeout)
+        unfinished = list(self._ending)
+        if unfinished:
+            log.warning("%s: %d streams not flushed in %.1f s", self.room, len(unfinished), timeout)
+        await asyncio.gather(*(cancel_and_wait(task) for task in unfinished))
 
 
 class CaptionPublisher:
@@ -411,10 +427,7 @@ class CaptionPublisher:
         if self._unacked:
             log.warning("%d final captions were not acknowledged by the server", self.unacked)
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         async with aiohttp.ClientSession() as http:
@@ -438,6 +451,7 @@ class CaptionPublisher:
         self._to_send = list(self._unacked)  # resend whatever was not acknowledged
         self._status_dirty = self._status is not None
         reader = asyncio.create_task(self._read_acks(ws))
+        waiter: asyncio.Task[Any] | None = None
         try:
             while not reader.done():
                 self._work.clear()
@@ -446,7 +460,9 @@ class CaptionPublisher:
                 await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
         finally:
-            reader.cancel()
+            if waiter is not None:
+                waiter.cancel()
+            await cancel_and_wait(reader)
 
     async def _send_pending(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         if self._status_dirty and self._status is not None:
@@ -518,11 +534,11 @@ class Sidecar:
                     try:
                         await self._follow(self._client)
                     finally:
-                        with contextlib.suppress(Exception):
-                            await self._client.close()
+                        await self._client.close()  # bounded, even when we are cancelled
                         self._client = None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.reconnect_seconds)
+                    async with asyncio.timeout(self.reconnect_seconds):
+                        await self._stop.wait()
         finally:
             await self.publisher.aclose()
 
@@ -530,8 +546,7 @@ class Sidecar:
         """Leaves the room after flushing every stream to the server."""
         self._stop.set()
         if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client._ws.close()
+            await bounded(self._client._ws.close(), timeout=5.0, what="leaving the room")
 
     async def _follow(self, client: Any) -> None:
         state = client.captions or {}
@@ -556,9 +571,7 @@ class Sidecar:
                     break
                 await self._on_event(client, captioner, event, consumers)
         finally:
-            for task in consumers.values():
-                task.cancel()
-            await asyncio.gather(*consumers.values(), return_exceptions=True)
+            await asyncio.gather(*(cancel_and_wait(task) for task in consumers.values()))
             await captioner.aclose()
             self.joined.clear()
 

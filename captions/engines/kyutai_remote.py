@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import websockets
 
+from captions.aio import cancel_and_wait
 from captions.audio import PCM
 from captions.engine import AudioInbox, Engine, EngineInfo, Session
 from captions.engines import EngineOptions, ModelListing
@@ -206,9 +207,8 @@ class _Connection:
             try:
                 return await self._send(ws, receiver)
             finally:
-                receiver.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await receiver
+                if not receiver.done():  # else _send has taken its result or exception
+                    await cancel_and_wait(receiver)
 
     async def _send(self, ws: websockets.ClientConnection, receiver: asyncio.Task[bool]) -> bool:
         idle = 0.0
