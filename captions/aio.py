@@ -27,7 +27,8 @@ async def cancel_and_wait(task: asyncio.Future[Any] | None, *, timeout: float = 
     """Cancels ``task`` and waits at most ``timeout`` seconds for it to end.
 
     Returns whether it ended. Its result or exception is consumed (an exception is
-    logged); the caller's own cancellation propagates.
+    logged at debug level: connection errors are usual while stopping); the caller's
+    own cancellation propagates.
     """
     if task is None:
         return True
@@ -38,7 +39,7 @@ async def cancel_and_wait(task: asyncio.Future[Any] | None, *, timeout: float = 
         log.warning("%r did not end within %.1f s of being cancelled", task, timeout)
         return False
     if not task.cancelled() and task.exception() is not None:
-        log.warning("%r failed while stopping", task, exc_info=task.exception())
+        log.debug("%r failed while stopping", task, exc_info=task.exception())
     return True
 
 
