@@ -47,22 +47,27 @@ async def test_finals_made_while_the_server_is_down_are_resent_once(tmp_path: Pa
         f"ws://127.0.0.1:{port}/captions/publish", token, reconnect_seconds=0.1
     )
     publisher.start()
-    publisher.caption(event(0, "partial", "lost partial"), stream="s", stream_started_at=10.0)
-    publisher.caption(event(0, "final", "first words"), stream="s", stream_started_at=10.0)
-    await asyncio.sleep(0.3)
-    assert publisher.unacked == 1  # nobody to acknowledge it yet
+    server: web.AppRunner | None = None
+    try:
+        publisher.caption(event(0, "partial", "lost partial"), stream="s", stream_started_at=10.0)
+        publisher.caption(event(0, "final", "first words"), stream="s", stream_started_at=10.0)
+        await asyncio.sleep(0.3)
+        assert publisher.unacked == 1  # nobody to acknowledge it yet
 
-    hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"))
-    server = await serve(hub, port)
-    await until(lambda: publisher.unacked == 0)
-    assert [e.text for e in hub.store.transcript("r")] == ["first words"]
+        hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"))
+        server = await serve(hub, port)
+        await until(lambda: publisher.unacked == 0)
+        assert [e.text for e in hub.store.transcript("r")] == ["first words"]
 
-    # The server goes away and comes back: new finals are delivered, old ones not doubled.
-    await server.cleanup()
-    publisher.caption(event(1, "final", "second words"), stream="s", stream_started_at=10.0)
-    await asyncio.sleep(0.3)
-    server = await serve(hub, port)
-    await until(lambda: publisher.unacked == 0)
-    await publisher.aclose()
-    await server.cleanup()
+        # The server goes away and comes back: new finals are delivered, old ones not doubled.
+        await server.cleanup()
+        server = None
+        publisher.caption(event(1, "final", "second words"), stream="s", stream_started_at=10.0)
+        await asyncio.sleep(0.3)
+        server = await serve(hub, port)
+        await until(lambda: publisher.unacked == 0)
+    finally:  # also when an assertion failed: no task or listener outlives the test
+        await publisher.aclose(timeout=1.0)
+        if server is not None:
+            await server.cleanup()
     assert [e.text for e in hub.store.transcript("r")] == ["first words", "second words"]
