@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,9 @@ from captions.exceptions import (
     AuthError,
     CaptionsError,
     ForbiddenError,
+    MalformedMessageError,
     RoomFullError,
+    TokenInvalidError,
     WrongRoomError,
 )
 from sfu.peer import OUTBOX_MESSAGES, Peer
@@ -238,6 +241,14 @@ class Connection:
 
     async def _join(self, message: Join) -> None:
         grants: Grants = verify_token(self.server.secret, message.token, room=message.room)
+        chosen = (message.name or "").strip()
+        if chosen and not grants.name:
+            # A signed name always wins: only a nameless link lets people name themselves.
+            # Grants validation (length) applies; a bad name is a bad join, not a crash.
+            try:
+                grants = dataclasses.replace(grants, name=chosen)
+            except TokenInvalidError as exc:
+                raise MalformedMessageError(f"join.name: {exc}") from exc
         room = self.server.rooms.get_or_create(grants.room)
         had_visible = any(not p.grants.hidden for p in room.peers.values())
         peer = Peer(grants, send=self.send)

@@ -57,6 +57,8 @@ class CloseCode:
 class Join:
     token: str | None
     room: str | None = None
+    name: str | None = None
+    """Display name chosen on the join screen; used only when the token names nobody."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ def parse_client_message(
     if kind == "join":
         token = _optional(obj, "token", str)
         room = _optional(obj, "room", str)
-        return Join(token=token, room=room)
+        name = _optional(obj, "name", str)
+        return Join(token=token, room=room, name=name)
     if kind == "offer":
         tracks_raw = _optional(obj, "tracks", dict) or {}
         tracks: dict[str, MediaKind] = {}

@@ -237,3 +237,15 @@ async def test_rejoin_gets_a_fresh_track(sfu: TestServer) -> None:
         assert bob.offers_answered >= 4  # join, leave, rejoin, leave
     finally:
         await bob.close()
+
+
+async def test_join_name_names_only_a_nameless_link(sfu: TestServer) -> None:
+    replies, _ = await raw_join(sfu, {"type": "join", "token": token(""), "name": " Zoé "})
+    assert replies[-1]["type"] == "joined" and replies[-1]["you"]["name"] == "Zoé"
+    # A name signed into the link always wins over the one typed on the join screen.
+    replies, _ = await raw_join(sfu, {"type": "join", "token": token("Ada"), "name": "Mallory"})
+    assert replies[-1]["you"]["name"] == "Ada"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url(sfu) + "/ws") as ws:
+        await ws.send_json({"type": "join", "token": token(""), "name": "x" * 65})
+        reply = await asyncio.wait_for(ws.receive_json(), 10)
+    assert reply["type"] == "error" and reply["code"] == "malformed"
