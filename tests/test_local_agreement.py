@@ -123,3 +123,38 @@ def test_agreed_word_at_the_very_end_of_the_audio_waits() -> None:
     assert texts(la.insert(hyp("lips and mouse"), audio_end=1.5)) == ["lips", "and"]
     assert texts(la.insert(hyp("lips and mouth"), audio_end=2.5)) == []
     assert texts(la.insert(hyp("lips and mouth"), audio_end=2.5)) == ["mouth"]
+
+
+def test_nothing_is_committed_before_the_minimum_window() -> None:
+    la = LocalAgreement(min_window_seconds=1.5)
+    assert la.insert(hyp("later to"), audio_end=1.0, utterance_start=0.0) == []
+    # Agreement alone is not enough while the utterance is shorter than the window.
+    assert la.insert(hyp("later to"), audio_end=1.4, utterance_start=0.0) == []
+    assert texts(la.tail) == ["later", "to"]
+    # The longer window corrects the guess; agreement then commits as usual.
+    la.insert(hyp("the later traditions"), audio_end=1.8, utterance_start=0.0)
+    commit = la.insert(hyp("the later traditions tend"), audio_end=2.3, utterance_start=0.0)
+    assert texts(commit) == ["the", "later", "traditions"]
+
+
+def test_words_reheard_after_a_trim_are_not_committed_twice() -> None:
+    la = LocalAgreement()
+    la.insert(hyp("i know not how to"))
+    la.insert(hyp("i know not how to help"))  # commits up to "to" (ends at 2.4)
+    la.trim(2.4)  # every committed word leaves the buffer
+    assert la.committed == []
+    # The new buffer starts inside "to": the recogniser hears it again, then new words.
+    again = [Word("to", 2.4, 2.5), Word("help", 2.5, 2.9), Word("it", 3.0, 3.3)]
+    assert texts(la.insert(again)) == ["help"]  # agreed with the previous tail
+    assert texts(la.tail) == ["it"]
+    assert texts(la.finish(again)) == ["it"]
+    assert la.previous_text + texts(la.committed) == ["i", "know", "not", "how", "to", "help", "it"]
+
+
+def test_a_repeated_word_long_after_the_trim_is_new_speech() -> None:
+    la = LocalAgreement()
+    la.insert(hyp("he said"))
+    la.insert(hyp("he said"))
+    la.trim(1.0)
+    later = [Word("he", 2.5, 2.7), Word("said", 2.8, 3.1)]
+    assert texts(la.finish(later)) == ["he", "said"]

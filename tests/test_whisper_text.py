@@ -41,3 +41,18 @@ def test_lone_punctuation_joins_its_word_in_stream_time() -> None:
         ("world.", 10.5, 11.0),
         ("o'clock", 11.1, 11.5),
     ]
+
+
+def test_keeps_a_phrase_really_said_twice() -> None:
+    text = "some sung out tear down the fence tear down the fence"
+    assert texts(_cut_repetition(words(text))) == text
+
+
+def test_cuts_a_repeat_without_audio_of_its_own() -> None:
+    heard = words("but i swear i know not how to help it")
+    echo = [Word(w.text, 3.0, 3.0) for w in words("but i swear i know not how to")]
+    assert texts(_cut_repetition(heard + echo)) == texts(heard)
+    said = [Word("He", 2.5, 3.3), Word("said.", 3.3, 3.7)]
+    assert texts(_cut_repetition([*said, Word("He", 3.7, 3.7), Word("said.", 3.7, 3.7)])) == (
+        "He said."
+    )

@@ -44,6 +44,12 @@ class LocalAgreement:
     """Agreed words ending this close to ``audio_end`` wait: they may be truncated."""
     max_tentative_seconds: float | None = None
     """Commit words that ended this long before the audio's end even without agreement."""
+    min_window_seconds: float = 0.0
+    """Nothing of an utterance is committed before its audio spans this long: from a
+    too-short window Whisper guesses the first words without their right context."""
+    echo_seconds: float = 1.0
+    """After a trim, leading hypothesis words that repeat the last committed words and
+    start within this long of their end are the same speech heard again."""
     committed: list[Word] = field(default_factory=list)
     """Committed words still inside the audio buffer."""
     previous_text: list[str] = field(default_factory=list)
@@ -69,15 +75,30 @@ class LocalAgreement:
         """Committed text whose audio left the buffer (the words inside it are re-heard)."""
         return " ".join(self.previous_text[-self.max_prompt_words :])
 
-    def insert(self, hypothesis: Sequence[Word], *, audio_end: float | None = None) -> list[Word]:
+    def insert(
+        self,
+        hypothesis: Sequence[Word],
+        *,
+        audio_end: float | None = None,
+        utterance_start: float | None = None,
+    ) -> list[Word]:
         """Takes a new hypothesis of the buffer; returns the words it newly commits.
 
         With ``audio_end`` (the buffer's end, same clock as the words) and
         ``max_tentative_seconds`` set, a word that ended that long before the end of the
         audio is committed even without agreement, which bounds the finalisation delay
-        when the recogniser keeps hesitating over one word.
+        when the recogniser keeps hesitating over one word. With ``utterance_start``,
+        nothing is committed until ``min_window_seconds`` of the utterance were heard.
         """
         new = self._strip_committed(hypothesis)
+        if (
+            audio_end is not None
+            and utterance_start is not None
+            and self._last_commit_end == float("-inf")
+            and audio_end - utterance_start < self.min_window_seconds
+        ):
+            self._tail = new
+            return []
         commit: list[Word] = []
         for old, word in zip(self._tail, new, strict=False):
             if normalise(old.text) != normalise(word.text):
@@ -116,7 +137,7 @@ class LocalAgreement:
         time stretched to the end of the audio, so times alone would swallow new words.
         """
         if not self.committed:
-            return list(hypothesis)
+            return self._strip_echo(hypothesis)
         committed = [normalise(w.text) for w in self.committed]
         heard = [normalise(w.text) for w in hypothesis[: len(committed) + self.search_slack]]
         matcher = difflib.SequenceMatcher(a=committed, b=heard, autojunk=False)
@@ -128,3 +149,19 @@ class LocalAgreement:
             return list(hypothesis[min(len(hypothesis), last.b + last.size + unmatched) :])
         # Nothing in common: fall back to time, keeping words after the last commit.
         return [w for w in hypothesis if w.start > self._last_commit_end - self.overlap_seconds]
+
+    def _strip_echo(self, hypothesis: Sequence[Word]) -> list[Word]:
+        """After a trim moved every committed word out of the buffer: drops what the new
+        buffer hears again of them: leading words repeating the last committed ones that
+        start right after them (the cut point is often inside the last word)."""
+        words = list(hypothesis)
+        if self._last_commit_end == float("-inf"):
+            return words
+        previous = [normalise(t) for t in self.previous_text]
+        for size in range(min(3, len(previous), len(words)), 0, -1):
+            heard = words[:size]
+            if [normalise(w.text) for w in heard] == previous[-size:] and (
+                heard[0].start < self._last_commit_end + self.echo_seconds
+            ):
+                return words[size:]
+        return words

@@ -9,14 +9,15 @@ noise and music make no captions. While speech goes on, the utterance's audio bu
 re-transcribed after every ``step_seconds`` of new audio; LocalAgreement-2 finalises the
 words two consecutive hypotheses agree on, and the rest is shown as the partial tail.
 When the VAD hears ``end_silence_seconds`` of silence, the buffer is transcribed once
-more and the utterance closes with every word final. Buffers longer than
+more (with beam search) and the utterance closes with every word final. Buffers longer than
 ``max_buffer_seconds`` are trimmed at a committed word, and a caption utterance longer
 than ``max_utterance_seconds`` is closed at a committed word, so compute per step and
 caption length stay bounded.
 
 Compute is kept small per step: one encoder pass over the buffer only (plus
 ``pad_seconds`` of silence, instead of Whisper's fixed 30 s window), greedy decoding
-without timestamp tokens, and cross-attention word alignment. When the engine falls
+without timestamp tokens, and cross-attention word alignment; the speakers of a step are
+transcribed in batches spread over ``workers`` threads. When the engine falls
 behind, each step simply covers more new audio (the runtime's inboxes hold it), so the
 transcription rate adapts to the load.
 """
@@ -26,10 +27,11 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -45,6 +47,9 @@ from captions.vad import FRAME_SAMPLES, SAMPLE_RATE, SileroVad, SpeechChange, Va
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "tiny.en"
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,16 @@ class WhisperSettings:
     """Agreed words ending this close to the audio's end are not final yet (may be cut)."""
     max_tentative_seconds: float = 2.0
     """A word this old (behind the audio's end) is finalised even without agreement."""
-    cpu_threads: int = 2
+    min_window_seconds: float = 1.5
+    """No word of an utterance is final before this much of it was heard."""
+    final_beam_size: int = 4
+    """Beam width of the last transcription of an utterance (the steps decode greedily)."""
+    cpu_threads: int = 1
+    """Threads of one transcription; ``workers`` of them run at once."""
+    workers: int = 2
+    """Transcriptions of one step that run in parallel (CTranslate2 releases the GIL):
+    the speakers of a step are split into this many batches, which keeps both cores
+    busy where one batched call used little more than one."""
     vad_threshold: float = 0.5
     # Hypotheses that look like Whisper's hallucinations on non-speech are dropped.
     no_speech_threshold: float = 0.6
@@ -126,6 +140,8 @@ class WhisperSession(Session):
     """An utterance is open (the VAD confirmed speech)."""
     buffer_start: int = 0
     """Absolute sample where the utterance's recognition buffer begins."""
+    utterance_start: int = 0
+    """Absolute sample where the utterance (its first buffer) began."""
     transcribed_to: int = 0
     detected_language: str | None = None
     last_hypothesis: tuple[int, int, Hypothesis] | None = None
@@ -185,7 +201,7 @@ class WhisperEngine(Engine):
                 device=device,
                 compute_type="int8" if device == "cpu" else "default",
                 cpu_threads=self.settings.cpu_threads,
-                num_workers=1,
+                num_workers=self.settings.workers,
                 local_files_only=True,
             )
         except (RuntimeError, ValueError, OSError) as exc:
@@ -196,6 +212,11 @@ class WhisperEngine(Engine):
         self._check_language(language, languages, model_path)
         self.vad_model = SileroVad()
         self._tokenizers: dict[str, Any] = {}
+        self._pool = (
+            ThreadPoolExecutor(self.settings.workers, thread_name_prefix="whisper")
+            if self.settings.workers > 1
+            else None
+        )
         self.active_sessions = 0
         self.info = EngineInfo(
             name="whisper",
@@ -235,7 +256,9 @@ class WhisperEngine(Engine):
             inbox=inbox,
             language=language,
             agreement=LocalAgreement(
-                hold_seconds=s.hold_seconds, max_tentative_seconds=s.max_tentative_seconds
+                hold_seconds=s.hold_seconds,
+                max_tentative_seconds=s.max_tentative_seconds,
+                min_window_seconds=s.min_window_seconds,
             ),
             vad=VadStream(
                 self.vad_model,
@@ -255,6 +278,8 @@ class WhisperEngine(Engine):
 
     def close(self) -> None:
         self._tokenizers.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def step(self, sessions: Sequence[Session]) -> None:
         """Serves the ready sessions in turn; their periodic re-transcriptions run as
@@ -309,7 +334,7 @@ class WhisperEngine(Engine):
             s.buffer_start = max(
                 s.audio_start, change.sample - self._samples(self.settings.pre_roll_seconds)
             )
-            s.transcribed_to = s.buffer_start
+            s.transcribed_to = s.utterance_start = s.buffer_start
             s.detected_language = None
         elif change.kind == "end" and s.active:
             # A little trailing silence helps Whisper end the last word cleanly.
@@ -323,7 +348,11 @@ class WhisperEngine(Engine):
             # The VAD hears speech: an empty look is a recogniser miss, not a retraction.
             return
         s.last_hypothesis = (s.buffer_start, s.position, hypothesis)
-        commit = s.agreement.insert(hypothesis.words, audio_end=s.position / SAMPLE_RATE)
+        commit = s.agreement.insert(
+            hypothesis.words,
+            audio_end=s.position / SAMPLE_RATE,
+            utterance_start=s.utterance_start / SAMPLE_RATE,
+        )
         s.track.update(commit=commit, tail=s.agreement.tail)
         self._trim(s)
 
@@ -342,7 +371,7 @@ class WhisperEngine(Engine):
             # No agreement for a long time (e.g. endless non-speech): give up on the buffer.
             self._close_utterance(s, s.position)
             s.active = True
-            s.buffer_start = s.transcribed_to = s.position
+            s.buffer_start = s.transcribed_to = s.utterance_start = s.position
             return
         finals = s.track.final_words
         if finals and finals[-1].end - finals[0].start > settings.max_utterance_seconds:
@@ -352,10 +381,16 @@ class WhisperEngine(Engine):
     def _close_utterance(self, s: WhisperSession, end: int) -> None:
         if s.active and end - s.buffer_start >= self._samples(0.1):
             last = s.last_hypothesis
-            if last is not None and last[:2] == (s.buffer_start, end):
+            if (
+                last is not None
+                and last[:2] == (s.buffer_start, end)
+                and not (self.settings.final_beam_size > 1)
+            ):
                 words = last[2].words
             else:
-                words = self._transcribe(s, s.buffer_start, end).words
+                words = self._transcribe(
+                    s, s.buffer_start, end, beam_size=self.settings.final_beam_size
+                ).words
             # An empty last look (short audio, or judged non-speech) keeps the tail that
             # was shown rather than silently dropping words the reader already saw.
             s.track.end_utterance(tail=s.agreement.finish(words or None))
@@ -374,34 +409,45 @@ class WhisperEngine(Engine):
 
     # -- Whisper --------------------------------------------------------------------
 
-    def _transcribe(self, s: WhisperSession, start: int, end: int) -> Hypothesis:
-        return self._transcribe_many([(s, start, end)])[0]
+    def _transcribe(
+        self, s: WhisperSession, start: int, end: int, *, beam_size: int = 1
+    ) -> Hypothesis:
+        return self._transcribe_many([(s, start, end)], beam_size=beam_size)[0]
 
     def _transcribe_many(
-        self, requests: Sequence[tuple[WhisperSession, int, int]]
+        self, requests: Sequence[tuple[WhisperSession, int, int]], *, beam_size: int = 1
     ) -> list[Hypothesis]:
         """Transcribes each (session, start, end) audio span, batching similar ones."""
-        prepared = [self._prepare(*request) for request in requests]
-        results: list[Hypothesis | None] = [None] * len(prepared)
+        prepared = self._map(lambda request: self._prepare(*request), requests)
         # Batch spans of one language whose encoder windows differ by at most ~2 s, so
-        # padding to the longest wastes little.
+        # padding to the longest wastes little; split into enough batches for every worker.
+        largest = min(self.settings.max_batch, -(-len(prepared) // self.settings.workers))
         order = sorted(range(len(prepared)), key=lambda i: (prepared[i].key, prepared[i].frames))
-        batch: list[int] = []
-        for i in [*order, -1]:
-            if batch and (
-                i < 0
-                or prepared[i].key != prepared[batch[0]].key
-                or prepared[i].frames > prepared[batch[0]].frames + 200
-                or len(batch) >= self.settings.max_batch
+        batches: list[list[int]] = []
+        for i in order:
+            first = prepared[batches[-1][0]] if batches else None
+            if (
+                first is None
+                or prepared[i].key != first.key
+                or prepared[i].frames > first.frames + 200
+                or len(batches[-1]) >= largest
             ):
-                for j, hypothesis in zip(
-                    batch, self._decode([prepared[j] for j in batch]), strict=True
-                ):
-                    results[j] = hypothesis
-                batch = []
-            if i >= 0:
-                batch.append(i)
-        return [r if r is not None else Hypothesis([], "") for r in results]
+                batches.append([])
+            batches[-1].append(i)
+        decoded = self._map(
+            lambda batch: self._decode([prepared[j] for j in batch], beam_size), batches
+        )
+        results: list[Hypothesis] = [Hypothesis([], "")] * len(prepared)
+        for batch, hypotheses in zip(batches, decoded, strict=True):
+            for j, hypothesis in zip(batch, hypotheses, strict=True):
+                results[j] = hypothesis
+        return results
+
+    def _map(self, function: Callable[[_In], _Out], items: Sequence[_In]) -> list[_Out]:
+        """``function`` over ``items``, on the worker threads when there are several."""
+        if self._pool is None or len(items) < 2:
+            return [function(item) for item in items]
+        return list(self._pool.map(function, items))
 
     def _prepare(self, s: WhisperSession, start: int, end: int) -> _Span:
         audio = s.audio[start - s.audio_start : end - s.audio_start]
@@ -419,7 +465,7 @@ class WhisperEngine(Engine):
         key = f"{key or 'en'}+{'context' if s.agreement.prompt else 'none'}"
         return _Span(s, start, audio.size, features, frames, key)
 
-    def _decode(self, spans: list[_Span]) -> list[Hypothesis]:
+    def _decode(self, spans: list[_Span], beam_size: int = 1) -> list[Hypothesis]:
         model = self.model
         frames = max(span.frames for span in spans)
         batch = np.stack(
@@ -447,7 +493,7 @@ class WhisperEngine(Engine):
         results = model.model.generate(
             encoded,
             prompts,
-            beam_size=1,
+            beam_size=beam_size,
             max_length=min(model.max_length, max(map(len, prompts)) + int(6 * longest) + 10),
             return_scores=True,
             return_no_speech_prob=True,
@@ -472,7 +518,9 @@ class WhisperEngine(Engine):
         )
         hypotheses = []
         for span, tokens, words in zip(spans, texts, aligned, strict=True):
-            heard = _cut_repetition(_merge_punctuation(words, span.start / SAMPLE_RATE))
+            heard = _cut_unheard(
+                _cut_repetition(_merge_punctuation(words, span.start / SAMPLE_RATE))
+            )
             if not tokens or self._too_repetitive(heard):
                 heard = []
             hypotheses.append(Hypothesis(heard, language))
@@ -532,11 +580,19 @@ def _merge_punctuation(aligned: list[dict[str, Any]], base: float) -> list[Word]
     return words
 
 
-def _cut_repetition(words: list[Word]) -> list[Word]:
-    """Cuts a decoding loop at its first repeat: a run of 3+ words said twice in a row, or
-    of 1-2 words said three times in a row ("replied he replied he replied he").
+_SILENT_WORD_SECONDS = 0.02
+"""A word aligned shorter than this has no audio of its own: text past the speech."""
 
-    Greedy Whisper sometimes loops on the last words near the end of the audio.
+
+def _cut_repetition(words: list[Word]) -> list[Word]:
+    """Cuts a decoding loop at its first repeat: 1-2 words said three times in a row
+    ("replied he replied he replied he"), or a run of 3+ words said twice in a row that
+    starts a third time or whose second time has no audio of its own; then cuts echoes
+    off the end.
+
+    Greedy Whisper sometimes loops on the last words near the end of the audio; a
+    phrase really said twice ("tear down the fence, tear down the fence") has audio
+    under both copies and is not followed by a third start, so it stays.
     """
     keys = [normalise(w.text) for w in words]
     for i in range(len(keys)):
@@ -544,8 +600,40 @@ def _cut_repetition(words: list[Word]) -> list[Word]:
             once, again = keys[i : i + run], keys[i + run : i + 2 * run]
             if once != again:
                 continue
-            if run >= 3 or keys[i + 2 * run : i + 3 * run] == once:
+            third = keys[i + 2 * run : i + 3 * run]
+            looping = bool(third) and once[: len(third)] == third
+            if third == once or (run >= 3 and (looping or _silent(words[i + run : i + 2 * run]))):
                 return words[: i + run]
+    return _cut_echo(words)
+
+
+def _silent(words: Sequence[Word]) -> bool:
+    return all(w.end - w.start < _SILENT_WORD_SECONDS for w in words)
+
+
+def _cut_unheard(words: list[Word]) -> list[Word]:
+    """Cuts the hypothesis before two words in a row without audio of their own: the
+    alignment found nothing for text that Whisper made up (often after a trim, from its
+    prompt); the real words after them return, aligned, in later hypotheses."""
+    for i in range(len(words) - 1):
+        if _silent(words[i : i + 2]):
+            return words[:i]
+    return words
+
+
+def _cut_echo(words: list[Word]) -> list[Word]:
+    """Cuts trailing words without audio that repeat words heard earlier ("... he said.
+    He said."): Whisper echoing its own text past the end of the speech."""
+    silent = 0
+    while silent < len(words) and _silent(words[len(words) - silent - 1 :]):
+        silent += 1
+    keys = [normalise(w.text) for w in words]
+    for size in range(silent, 0, -1):
+        echo, before = keys[len(keys) - size :], keys[: len(keys) - size]
+        if size == 1 and before[-1:] == echo:
+            return words[:-1]
+        if size >= 2 and any(before[i : i + size] == echo for i in range(len(before) - size + 1)):
+            return words[: len(words) - size]
     return words
 
 
