@@ -189,16 +189,32 @@ class EngineRunner:
             self._cond.notify()
         return stream
 
-    async def aclose(self) -> None:
-        """Flushes every open stream, then stops the worker and releases the engine."""
+    async def aclose(self, *, timeout: float = 30.0) -> None:
+        """Flushes every open stream, then stops the worker and releases the engine.
+
+        Bounded: streams that have not flushed within ``timeout`` seconds (an engine
+        stuck in a step) are aborted, and the worker thread, a daemon, is not waited
+        for longer than that either.
+        """
         streams = list(self._streams.values())
-        await asyncio.gather(*(s.aclose() for s in streams), return_exceptions=True)
+        if streams:
+            flushes = [asyncio.ensure_future(s.aclose()) for s in streams]
+            _, pending = await asyncio.wait(flushes, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            for stream in streams:
+                if not stream._done.is_set():
+                    log.warning("stream of %s did not flush in time; aborted", stream.speaker.id)
+                    stream.abort()
         with self._cond:
             self._stop = True
             self._cond.notify()
         if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-            self._thread = None
+            thread, self._thread = self._thread, None
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, timeout)
+            if thread.is_alive():
+                log.warning("engine worker still busy after %.0f s; not waiting for it", timeout)
+                return  # closing the engine under a running step could crash it
         self.engine.close()
 
     def _wake(self) -> None:

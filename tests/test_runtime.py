@@ -86,3 +86,23 @@ async def test_partials_coalesce_when_consumer_is_slow() -> None:
         events = await _collect(stream)
     assert len(events) <= 4
     assert events[-1].kind == "final" and len(events[-1].words) == 50
+
+
+async def test_close_is_bounded_when_the_engine_is_stuck() -> None:
+    import threading
+
+    release = threading.Event()
+
+    class StuckEngine(ScriptedEngine):
+        def step(self, sessions):  # type: ignore[no-untyped-def]
+            release.wait(10)  # a step that does not come back in time
+            super().step(sessions)
+
+    runner = EngineRunner(StuckEngine(SCRIPT))
+    runner.start()
+    stream = runner.open_stream(Speaker("a"))
+    stream.push_audio(np.zeros(1600, dtype=np.float32), 16_000)
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(runner.aclose(timeout=0.3), 5)
+    assert stream.closed
+    release.set()
