@@ -177,3 +177,37 @@ def test_lost_connection_is_announced(playwright: Any, tmp_path: Path) -> None:
         # The server is gone: the page says so and tries to reconnect.
         page.wait_for_selector("html[data-connection=lost]")
         assert "Connection lost" in page.inner_text("[data-testid=notice]")
+
+
+SLOW_SECOND_GET_USER_MEDIA = """
+(() => {
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  let calls = 0;
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    calls += 1;
+    if (calls > 1) await new Promise((resolve) => setTimeout(resolve, 1500));
+    return original(constraints);
+  };
+})();
+"""
+
+
+def test_join_right_after_a_device_change_keeps_the_microphone(
+    playwright: Any, base: str, voice: Path
+) -> None:
+    # A slow device (or a loaded machine) must not make a quick click join muted.
+    with (
+        browser_page(playwright, fake_audio=voice) as alice,
+        browser_page(playwright) as bob,
+    ):
+        alice.add_init_script(SLOW_SECOND_GET_USER_MEDIA)
+        open_join_screen(alice, link(base, "Alice", "host"))
+        alice.wait_for_function(
+            "document.querySelector('[data-testid=join-camera]').options.length > 0"
+        )
+        alice.select_option("[data-testid=join-camera]", "")  # restarts the preview, slowly
+        alice.click("[data-testid=join-button]")
+        alice.wait_for_selector("[data-testid=meeting]:not([hidden])")
+        open_join_screen(bob, link(base, "Bob", "guest"))
+        join(bob)
+        bob.wait_for_selector("[data-testid=tile][data-name=Alice][data-speaking=true]")

@@ -40,6 +40,10 @@ const state = {
   settings: loadSettings(),
   localStream: null,
   previewStream: null,
+  // The preview being (re)started: joining waits for it, or a quick click after a
+  // device change would join without a microphone.
+  previewPending: Promise.resolve(),
+  previewGeneration: 0,
   audioContext: null,
   connection: null,
   captionSocket: null,
@@ -137,9 +141,9 @@ async function showJoin() {
     join();
   });
   if (canPublish) {
-    $("#join-mic").addEventListener("change", () => startPreview());
-    $("#join-camera").addEventListener("change", () => startPreview());
-    await startPreview({ firstTime: true });
+    $("#join-mic").addEventListener("change", () => refreshPreview());
+    $("#join-camera").addEventListener("change", () => refreshPreview());
+    await refreshPreview({ firstTime: true });
   }
   (nameInput.readOnly ? $("[data-testid=join-button]") : nameInput).focus();
 }
@@ -149,7 +153,13 @@ function setJoinMessage(key, params) {
   role("join-message").dataset.code = key || "";
 }
 
+function refreshPreview(options = {}) {
+  state.previewPending = startPreview(options).catch(() => {});
+  return state.previewPending;
+}
+
 async function startPreview({ firstTime = false } = {}) {
+  const generation = ++state.previewGeneration;
   const micSelect = $("#join-mic");
   const cameraSelect = $("#join-camera");
   const micId = firstTime ? "default" : micSelect.value;
@@ -178,6 +188,11 @@ async function startPreview({ firstTime = false } = {}) {
         reportMediaError(error);
       }
     }
+  }
+  if (generation !== state.previewGeneration) {
+    // A newer preview started meanwhile (another device change): it wins.
+    for (const track of stream?.getTracks() || []) track.stop();
+    return;
   }
   state.previewStream = stream;
   await fillDeviceLists(stream);
@@ -251,6 +266,7 @@ async function join() {
   button.disabled = true;
   button.textContent = t("join.joining");
   ensureAudioContext();
+  await state.previewPending;
   stopPreview({ keep: true });
   state.localStream = state.previewStream || new MediaStream();
   state.previewStream = null;
