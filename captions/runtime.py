@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 
 import numpy.typing as npt
 
-from captions.audio import StreamResampler
+from captions.audio import PCM, StreamResampler
 from captions.clock import Clock, WallClock
 from captions.engine import AudioInbox, Engine, Session, sessions_needing_work
 from captions.events import CaptionEvent, Speaker
@@ -268,3 +268,26 @@ class EngineRunner:
                         self._order.remove(id(session))
                     self.engine.release_session(session)
                 self._loop.call_soon_threadsafe(stream._finish)
+
+
+async def push_in_real_time(
+    stream: SpeechStream,
+    pcm: PCM,
+    sample_rate: int,
+    *,
+    chunk_seconds: float = 0.1,
+    clock: Clock | None = None,
+) -> float:
+    """Pushes ``pcm`` as if it were being spoken from now on; returns the start time.
+
+    Each chunk is pushed at the moment its last sample has been spoken (audio does not
+    exist before that), on an absolute schedule so pacing does not drift.
+    """
+    clock = clock or WallClock()
+    chunk = max(1, round(chunk_seconds * sample_rate))
+    origin = clock.now()
+    for begin in range(0, pcm.size, chunk):
+        end = min(begin + chunk, pcm.size)
+        await asyncio.sleep(max(0.0, origin + end / sample_rate - clock.now()))
+        stream.push_audio(pcm[begin:end], sample_rate)
+    return origin

@@ -27,7 +27,7 @@ from captions.engines import create_engine, engine_names
 from captions.events import CaptionEvent, Speaker
 from captions.exceptions import CaptionsError, UnknownEngineError
 from captions.formats import render
-from captions.runtime import EngineRunner, SpeechStream
+from captions.runtime import EngineRunner, SpeechStream, push_in_real_time
 from cli.common import add_engine_arguments, engine_options
 
 LOAD_RATE = 16_000
@@ -128,13 +128,7 @@ async def transcribe_live(
     events: list[CaptionEvent] = []
 
     async def feed(stream: SpeechStream, pcm: PCM) -> None:
-        loop = asyncio.get_running_loop()
-        chunk = round(CHUNK_SECONDS * LOAD_RATE)
-        began = loop.time()
-        for i, at in enumerate(range(0, pcm.size, chunk)):
-            # Absolute schedule, so pacing does not drift with the loop's own delays.
-            await asyncio.sleep(max(0.0, began + i * CHUNK_SECONDS - loop.time()))
-            stream.push_audio(pcm[at : at + chunk], LOAD_RATE)
+        await push_in_real_time(stream, pcm, LOAD_RATE, chunk_seconds=CHUNK_SECONDS)
         await stream.aclose()
 
     async def collect(stream: SpeechStream) -> None:

@@ -29,7 +29,7 @@ from captions.clock import WallClock
 from captions.engine import AudioInbox, Engine, Session
 from captions.events import CaptionEvent, Speaker
 from captions.exceptions import CapacityError
-from captions.runtime import EngineRunner, SpeechStream
+from captions.runtime import EngineRunner, SpeechStream, push_in_real_time
 from captions.track import CaptionTrack
 from evaluation.evaluate import WordTimes
 from evaluation.machine import machine_state
@@ -255,7 +255,6 @@ class Bench:
 
     async def _stream_item(self, stream: SpeechStream, pcm: PCM) -> StreamRecord:
         rate = self.engine.info.sample_rate
-        chunk = max(1, round(self.chunk_seconds * rate))
         audio = np.concatenate([pcm, np.zeros(round(self.tail_seconds * rate), np.float32)])
         events: list[CaptionEvent] = []
 
@@ -264,13 +263,7 @@ class Bench:
                 events.append(event)
 
         collector = asyncio.create_task(collect())
-        clock = WallClock()
-        origin = clock.now()
-        for begin in range(0, audio.size, chunk):
-            end = min(begin + chunk, audio.size)
-            # Audio exists only once it has been spoken: push each chunk at its end time.
-            await asyncio.sleep(max(0.0, origin + end / rate - clock.now()))
-            stream.push_audio(audio[begin:end], rate)
+        origin = await push_in_real_time(stream, audio, rate, chunk_seconds=self.chunk_seconds)
         await stream.aclose()
         await collector
         return StreamRecord(
