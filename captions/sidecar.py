@@ -511,6 +511,7 @@ class Sidecar:
         self.runner = runner
         base = self.sfu_url.replace("http", "ws", 1)
         self.publisher = CaptionPublisher(publish_url or f"{base}/captions/publish", token, ssl=ssl)
+        self.ssl = ssl
         self.reconnect_seconds = reconnect_seconds
         self.captioner_options = captioner_options
         self.captioner: RoomCaptioner | None = None
@@ -525,7 +526,7 @@ class Sidecar:
         try:
             while not self._stop.is_set():
                 try:
-                    self._client = await SfuClient.connect(self.sfu_url, self.token)
+                    self._client = await SfuClient.connect(self.sfu_url, self.token, ssl=self.ssl)
                 except CaptionsError as exc:
                     log.warning("sidecar cannot join %s: %s", self.sfu_url, exc)
                     if getattr(exc, "code", None) in ("token_invalid", "token_expired"):

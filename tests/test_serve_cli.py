@@ -134,42 +134,70 @@ async def test_kyutai_endpoint_is_mounted_only_with_api_keys(tmp_path: Path) -> 
             await meeting.stop()
 
 
+async def start_sidecar(url: str, token: str, *options: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli.main",
+        "sidecar",
+        "--sfu",
+        url,
+        "--token",
+        token,
+        *options,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def join_then_stop(meeting: Meeting, process: asyncio.subprocess.Process) -> None:
+    """The sidecar process shows up as the room's captioner, then leaves on SIGTERM."""
+    deadline = time.monotonic() + 60
+    while meeting.hub.state("lobby").captioners == 0:
+        assert time.monotonic() < deadline and process.returncode is None
+        await asyncio.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, output
+    while meeting.hub.state("lobby").captioners:
+        await asyncio.sleep(0.1)
+
+
 @pytest.mark.slow
 async def test_sidecar_command_joins_and_stops_cleanly(tmp_path: Path) -> None:
     settings = Settings(port=0, data_dir=tmp_path, secret_override=SECRET)
     meeting = Meeting(settings, EngineRunner(ScriptedEngine()), embedded_sidecar=False)
     await meeting.start()
-
-    async def sidecar(token: str) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cli.main",
-            "sidecar",
-            "--sfu",
-            meeting.base_url,
-            "--token",
-            token,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-
     try:
-        refused = await sidecar("not-a-token")
+        refused = await start_sidecar(meeting.base_url, "not-a-token")
         output, _ = await asyncio.wait_for(refused.communicate(), 60)
         assert refused.returncode == 2 and b"captions: error:" in output, output
 
         captioner = mint_token(SECRET, Grants.captioner_for("lobby"))
-        process = await sidecar(captioner)
-        deadline = time.monotonic() + 60
-        while meeting.hub.state("lobby").captioners == 0:
-            assert time.monotonic() < deadline and process.returncode is None
-            await asyncio.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(process.communicate(), 30)
-        assert process.returncode == 0, output
-        while meeting.hub.state("lobby").captioners:
-            await asyncio.sleep(0.1)
+        await join_then_stop(meeting, await start_sidecar(meeting.base_url, captioner))
+    finally:
+        await meeting.stop()
+
+
+@pytest.mark.slow
+async def test_sidecar_command_trusts_a_self_signed_server_given_its_certificate(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(port=0, data_dir=tmp_path, secret_override=SECRET, tls_self_signed=True)
+    meeting = Meeting(settings, EngineRunner(ScriptedEngine()), embedded_sidecar=False)
+    await meeting.start()
+    captioner = mint_token(SECRET, Grants.captioner_for("lobby"))
+    try:
+        assert meeting.base_url.startswith("https://")
+        bad = tmp_path / "not-a-certificate.pem"
+        bad.write_text("hello")
+        refused = await start_sidecar(meeting.base_url, captioner, "--cafile", str(bad))
+        output, _ = await asyncio.wait_for(refused.communicate(), 60)
+        assert refused.returncode == 2 and b"--cafile" in output, output
+
+        cert = tmp_path / "tls" / "self-signed.crt"
+        process = await start_sidecar(meeting.base_url, captioner, "--cafile", str(cert))
+        await join_then_stop(meeting, process)
     finally:
         await meeting.stop()
