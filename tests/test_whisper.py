@@ -7,6 +7,7 @@ import itertools
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import jiwer
 import numpy as np
@@ -297,3 +298,43 @@ def test_close_during_a_step_loses_no_audio(engine: WhisperEngine) -> None:
         engine.release_session(session)
     assert session.finished
     assert wer(FOX, final_text(track.take_events())) <= 0.25
+
+
+def test_a_decode_that_stops_early_is_decoded_again_with_beam_search(
+    engine: WhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Greedy Whisper sometimes ends its text seconds before the speech ends; that look
+    is retried with beam search instead of being taken as the speaker's words."""
+    real = engine.model.model
+    beams: list[int] = []
+
+    class GreedyStopsEarly:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def generate(self, encoded: object, prompts: object, **options: object) -> list[object]:
+            beams.append(int(options["beam_size"]))  # type: ignore[call-overload]
+            results = real.generate(encoded, prompts, **options)
+            if options["beam_size"] != 1:
+                return list(results)
+            return [  # as if greedy decoding had ended after two tokens
+                SimpleNamespace(
+                    sequences_ids=[r.sequences_ids[0][:2]],
+                    scores=r.scores,
+                    no_speech_prob=r.no_speech_prob,
+                )
+                for r in results
+            ]
+
+    monkeypatch.setattr(engine.model, "model", GreedyStopsEarly())
+    track = CaptionTrack(Speaker("a"), VirtualClock())
+    inbox = AudioInbox(RATE, max_seconds=30)
+    inbox.push(load_audio(synthesize(FOX))[: 3 * RATE])  # mid-sentence: the utterance stays open
+    session = engine.create_session(track, inbox)
+    try:
+        engine.step([session])
+    finally:
+        engine.release_session(session)
+    assert beams == [1, engine.settings.fallback_beam_size]
+    shown = [w.text for w in [*track.final_words, *track.tail]]
+    assert len(shown) >= 5, shown  # 3 s of speech, not the two tokens of the broken look

@@ -72,6 +72,13 @@ class WhisperSettings:
     """No word of an utterance is final before this much of it was heard."""
     final_beam_size: int = 4
     """Beam width of the last transcription of an utterance (the steps decode greedily)."""
+    fallback_beam_size: int = 4
+    """Beam width of the second decode of a span whose greedy decode looks broken."""
+    max_unheard_seconds: float = 1.2
+    """A decode whose last word ends this long before its audio does stopped early (the
+    VAD closes an utterance after less silence than this)."""
+    max_word_seconds: float = 2.0
+    """A word aligned longer than this covers speech the decode has no text for."""
     cpu_threads: int = 1
     """Threads of one transcription; ``workers`` of them run at once."""
     workers: int = 2
@@ -173,6 +180,22 @@ class _Span:
 class Hypothesis:
     words: list[Word]
     language: str
+
+
+@dataclass(frozen=True)
+class _Look:
+    """One decode of a span, before choosing between decodes."""
+
+    words: list[Word]
+    broken: bool
+    """A loop was cut off, or the text stops well before the speech does."""
+    covered: float
+    """Seconds of the span up to its last word's end."""
+
+    def better_than(self, other: _Look) -> bool:
+        if self.broken != other.broken:
+            return not self.broken
+        return self.covered > other.covered
 
 
 class WhisperEngine(Engine):
@@ -466,6 +489,9 @@ class WhisperEngine(Engine):
         return _Span(s, start, audio.size, features, frames, key)
 
     def _decode(self, spans: list[_Span], beam_size: int = 1) -> list[Hypothesis]:
+        """One encoder pass over the spans, then decoding; a span whose decode looks
+        broken (a loop cut off, or text stopping well before the audio does) is decoded
+        once more the other way (greedy <-> beam search), and the better look is kept."""
         model = self.model
         frames = max(span.frames for span in spans)
         batch = np.stack(
@@ -478,6 +504,27 @@ class WhisperEngine(Engine):
             language = self._detect_language(encoded) if self.multilingual else "en"
             first.detected_language = language
         tokenizer = self._tokenizer(language)
+        looks = self._generate(spans, encoded, tokenizer, beam_size)
+        retry = [i for i, look in enumerate(looks) if look.broken]
+        other_beam = 1 if beam_size > 1 else self.settings.fallback_beam_size
+        if retry and other_beam != beam_size:
+            if len(retry) < len(spans):
+                import ctranslate2
+
+                encoded = ctranslate2.StorageView.from_array(
+                    np.ascontiguousarray(np.asarray(encoded)[retry])
+                )
+            again = self._generate([spans[i] for i in retry], encoded, tokenizer, other_beam)
+            for i, look in zip(retry, again, strict=True):
+                if look.better_than(looks[i]):
+                    looks[i] = look
+        return [Hypothesis(look.words, language) for look in looks]
+
+    def _generate(
+        self, spans: list[_Span], encoded: Any, tokenizer: Any, beam_size: int
+    ) -> list[_Look]:
+        """Decodes encoded spans (with their sessions' prompts) into aligned words."""
+        model, settings = self.model, self.settings
         contexts = [
             tokenizer.encode(" " + span.session.agreement.prompt)
             if span.session.agreement.prompt
@@ -507,7 +554,7 @@ class WhisperEngine(Engine):
                 tokens = []
             texts.append(tokens)
         if not any(texts):
-            return [Hypothesis([], language) for _ in spans]
+            return [_Look([], broken=False, covered=0.0) for _ in spans]
         # Alignment runs on the whole batch; an empty text gets a placeholder token.
         placeholder = tokenizer.encode(" .")
         aligned = model.find_alignment(
@@ -516,15 +563,23 @@ class WhisperEngine(Engine):
             encoded,
             [sp.features.shape[-1] for sp in spans],  # one count per batch item
         )
-        hypotheses = []
+        looks = []
         for span, tokens, words in zip(spans, texts, aligned, strict=True):
-            heard = _cut_unheard(
-                _cut_repetition(_merge_punctuation(words, span.start / SAMPLE_RATE))
-            )
-            if not tokens or self._too_repetitive(heard):
+            if not tokens:
+                looks.append(_Look([], broken=False, covered=0.0))
+                continue
+            raw = _merge_punctuation(words, span.start / SAMPLE_RATE)
+            heard = _cut_unheard(_cut_repetition(raw))
+            looped = len(heard) < len(raw) or self._too_repetitive(heard)
+            if self._too_repetitive(heard):
                 heard = []
-            hypotheses.append(Hypothesis(heard, language))
-        return hypotheses
+            covered = heard[-1].end - span.start / SAMPLE_RATE if heard else 0.0
+            # Text missing under the audio shows as a gap after the last word, or as
+            # a word stretched over seconds of speech by the alignment.
+            stopped_early = span.samples / SAMPLE_RATE - covered > settings.max_unheard_seconds
+            stretched = any(w.end - w.start > settings.max_word_seconds for w in heard)
+            looks.append(_Look(heard, broken=looped or stopped_early or stretched, covered=covered))
+        return looks
 
     def _looks_like_non_speech(self, result: Any) -> bool:
         settings = self.settings
