@@ -60,7 +60,7 @@ class WhisperSettings:
     min_speech_seconds: float = 0.25
     end_silence_seconds: float = 0.5
     pre_roll_seconds: float = 0.5
-    max_buffer_seconds: float = 8.0
+    max_buffer_seconds: float = 12.0
     max_utterance_seconds: float = 12.0
     pad_seconds: float = 3.0
     max_batch: int = 8
@@ -68,7 +68,7 @@ class WhisperSettings:
     """Agreed words ending this close to the audio's end are not final yet (may be cut)."""
     max_tentative_seconds: float = 2.0
     """A word this old (behind the audio's end) is finalised even without agreement."""
-    min_window_seconds: float = 1.5
+    min_window_seconds: float = 2.5
     """No word of an utterance is final before this much of it was heard."""
     final_beam_size: int = 4
     """Beam width of the last transcription of an utterance (the steps decode greedily)."""
