@@ -233,9 +233,7 @@ class EngineRunner:
         while True:
             with self._cond:
                 while not self._stop:
-                    batch = sessions_needing_work(
-                        [self._streams[k].session for k in self._order]
-                    )
+                    batch = sessions_needing_work([self._streams[k].session for k in self._order])
                     if batch:
                         break
                     self._cond.wait(timeout=0.5)

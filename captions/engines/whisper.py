@@ -17,7 +17,8 @@ caption length stay bounded.
 Compute is kept small per step: one encoder pass over the buffer only (plus
 ``pad_seconds`` of silence, instead of Whisper's fixed 30 s window), greedy decoding
 without timestamp tokens, and cross-attention word alignment; the speakers of a step are
-transcribed in batches spread over ``workers`` threads. When the engine falls
+transcribed in batches spread over ``workers`` threads. A decode that loops or misses
+text is decoded once more the other way (greedy <-> beam search). When the engine falls
 behind, each step simply covers more new audio (the runtime's inboxes hold it), so the
 transcription rate adapts to the load.
 """
@@ -188,7 +189,8 @@ class _Look:
 
     words: list[Word]
     broken: bool
-    """A loop was cut off, or the text stops well before the speech does."""
+    """A loop was cut off, or text is missing: it stops well before the audio does, or
+    the alignment stretched a word over seconds of speech."""
     covered: float
     """Seconds of the span up to its last word's end."""
 
@@ -490,8 +492,8 @@ class WhisperEngine(Engine):
 
     def _decode(self, spans: list[_Span], beam_size: int = 1) -> list[Hypothesis]:
         """One encoder pass over the spans, then decoding; a span whose decode looks
-        broken (a loop cut off, or text stopping well before the audio does) is decoded
-        once more the other way (greedy <-> beam search), and the better look is kept."""
+        broken (see :class:`_Look`) is decoded once more the other way (greedy <-> beam
+        search), and the better look is kept."""
         model = self.model
         frames = max(span.frames for span in spans)
         batch = np.stack(
@@ -570,8 +572,9 @@ class WhisperEngine(Engine):
                 continue
             raw = _merge_punctuation(words, span.start / SAMPLE_RATE)
             heard = _cut_unheard(_cut_repetition(raw))
-            looped = len(heard) < len(raw) or self._too_repetitive(heard)
-            if self._too_repetitive(heard):
+            repetitive = self._too_repetitive(heard)
+            looped = repetitive or len(heard) < len(raw)
+            if repetitive:
                 heard = []
             covered = heard[-1].end - span.start / SAMPLE_RATE if heard else 0.0
             # Text missing under the audio shows as a gap after the last word, or as
