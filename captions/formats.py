@@ -80,16 +80,21 @@ def _fits(
         return False
     if word.start - group[-1].end > max_gap_seconds:
         return False
-    text = " ".join(w.text for w in (*group, word))
-    return len(textwrap.wrap(text, line_chars)) <= max_lines
+    return len(_lines((*group, word), line_chars)) <= max_lines
 
 
 def _cue(speaker: Speaker, words: Sequence[Word], line_chars: int) -> Cue:
-    text = " ".join(w.text for w in words)
-    # A single over-long word still gets its own cue rather than being lost.
-    lines = tuple(textwrap.wrap(text, line_chars, break_long_words=False)) or (text,)
     end = max(words[-1].end, words[0].start + 0.001)
-    return Cue(speaker, words[0].start, end, lines)
+    return Cue(speaker, words[0].start, end, _lines(words, line_chars))
+
+
+def _lines(words: Sequence[Word], line_chars: int) -> tuple[str, ...]:
+    """The words wrapped into lines, breaking only between words: never inside one,
+    not even at its hyphen, so every word reads (and is searched) whole. A single
+    over-long word gets a line of its own."""
+    text = " ".join(w.text for w in words)
+    wrapped = textwrap.wrap(text, line_chars, break_long_words=False, break_on_hyphens=False)
+    return tuple(wrapped) or (text,)
 
 
 def _clock(seconds: float, separator: str) -> str:

@@ -5,7 +5,7 @@ import json
 import pytest
 import srt
 import webvtt
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from captions.events import CaptionEvent, Speaker, Word
@@ -105,6 +105,7 @@ def test_render_unknown_format() -> None:
 @given(
     st.lists(st.text(min_size=1, max_size=30).filter(lambda s: s.strip() == s and s), max_size=30)
 )
+@example(["0", "0", "000000000", "000000000", "AA-AA00000000000000"])  # once split at "-"
 def test_every_word_lands_in_a_cue(texts: list[str]) -> None:
     words = tuple(Word(t, i * 0.5, i * 0.5 + 0.4, True) for i, t in enumerate(texts))
     event = CaptionEvent(ALICE, 0, 1, "final", words, 0.0)
