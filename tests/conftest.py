@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.speech import SHARED_EVAL
+
+# Property tests explore new random inputs on every developer run; CI replays a fixed
+# sequence so a landing never depends on luck. A failure found locally becomes an
+# @example, so CI checks it from then on.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
