@@ -44,7 +44,7 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from captions.aio import bounded, cancel_and_wait
+from captions.aio import cancel_and_wait
 from captions.events import CaptionEvent, Speaker
 from captions.exceptions import CaptionsError, EngineError
 from captions.runtime import EngineRunner, SpeechStream
@@ -547,7 +547,7 @@ class Sidecar:
         """Leaves the room after flushing every stream to the server."""
         self._stop.set()
         if self._client is not None:
-            await bounded(self._client._ws.close(), timeout=5.0, what="leaving the room")
+            await self._client.leave()
 
     async def _follow(self, client: Any) -> None:
         state = client.captions or {}

@@ -491,11 +491,17 @@ class SfuClient:
 
         return await asyncio.wait_for(find(), timeout)
 
+    async def leave(self) -> None:
+        """Closes the signalling socket: the server tells the others, and :meth:`events`
+        ends with a ``closed`` event, so a consumer can finish its work; :meth:`close`
+        still releases the rest."""
+        await bounded(self._ws.close(), timeout=CLOSE_TIMEOUT, what="closing the SFU socket")
+
     async def close(self) -> None:
         """Leaves the room (the server then tells the others) and releases everything."""
         # Every step is bounded: close() runs on stop paths, often in a cancelled task.
         await cancel_and_wait(self._reader, timeout=CLOSE_TIMEOUT)
-        await bounded(self._ws.close(), timeout=CLOSE_TIMEOUT, what="closing the SFU socket")
+        await self.leave()
         for track in self._tracks_by_mid.values():
             track.end()
         for pc in (self.publisher_pc, self.subscriber_pc):

@@ -406,11 +406,8 @@ class WhisperEngine(Engine):
     def _close_utterance(self, s: WhisperSession, end: int) -> None:
         if s.active and end - s.buffer_start >= self._samples(0.1):
             last = s.last_hypothesis
-            if (
-                last is not None
-                and last[:2] == (s.buffer_start, end)
-                and not (self.settings.final_beam_size > 1)
-            ):
+            # A greedy last look at the span the latest step decoded would repeat it.
+            if self.settings.final_beam_size == 1 and last and last[:2] == (s.buffer_start, end):
                 words = last[2].words
             else:
                 words = self._transcribe(
