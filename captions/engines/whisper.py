@@ -570,7 +570,9 @@ class WhisperEngine(Engine):
             raw = _merge_punctuation(words, span.start / SAMPLE_RATE)
             heard = _cut_unheard(_cut_repetition(raw))
             repetitive = self._too_repetitive(heard)
-            looped = repetitive or len(heard) < len(raw)
+            # Only a loop says the decode went wrong: text past the end of the audio
+            # (echoes, words without audio) is cut routinely from a sound decode.
+            looped = repetitive or len(_cut_loop(raw)) < len(raw)
             if repetitive:
                 heard = []
             covered = heard[-1].end - span.start / SAMPLE_RATE if heard else 0.0
@@ -640,10 +642,15 @@ _SILENT_WORD_SECONDS = 0.02
 
 
 def _cut_repetition(words: list[Word]) -> list[Word]:
+    """Cuts a decoding loop (:func:`_cut_loop`), or else echoes off the end."""
+    cut = _cut_loop(words)
+    return cut if len(cut) < len(words) else _cut_echo(words)
+
+
+def _cut_loop(words: list[Word]) -> list[Word]:
     """Cuts a decoding loop at its first repeat: 1-2 words said three times in a row
     ("replied he replied he replied he"), or a run of 3+ words said twice in a row that
-    starts a third time or whose second time has no audio of its own; then cuts echoes
-    off the end.
+    starts a third time or whose second time has no audio of its own.
 
     Greedy Whisper sometimes loops on the last words near the end of the audio; a
     phrase really said twice ("tear down the fence, tear down the fence") has audio
@@ -659,7 +666,7 @@ def _cut_repetition(words: list[Word]) -> list[Word]:
             looping = bool(third) and once[: len(third)] == third
             if third == once or (run >= 3 and (looping or _silent(words[i + run : i + 2 * run]))):
                 return words[: i + run]
-    return _cut_echo(words)
+    return words
 
 
 def _silent(words: Sequence[Word]) -> bool:
