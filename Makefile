@@ -17,7 +17,8 @@ test: setup system-deps
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check captions sfu cli evaluation tests
+	$(BIN)/ruff check common captions sfu meeting cli evaluation tests
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

@@ -40,7 +40,6 @@ from aiohttp import WSMsgType, web
 from captions.audio import PCM
 from captions.engine import Engine
 from captions.events import Speaker
-from captions.exceptions import CapacityError, CaptionsError, ProtocolError
 from captions.kyutai_protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     NEUTRAL_PAUSE_PROBABILITIES,
@@ -57,6 +56,7 @@ from captions.kyutai_protocol import (
     encode,
 )
 from captions.runtime import EngineRunner, SpeechStream
+from common.exceptions import CapacityError, CaptionsError, ProtocolError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from captions.exceptions import AudioDecodeError, AudioError, EmptyAudioError
+from common.exceptions import AudioDecodeError, AudioError, EmptyAudioError
 
 PCM = npt.NDArray[np.float32]
 

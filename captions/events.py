@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from captions.exceptions import MalformedMessageError
+from common.exceptions import MalformedMessageError
 
 Kind = Literal["partial", "final"]
 

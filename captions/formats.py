@@ -22,7 +22,7 @@ from html import escape
 import srt
 
 from captions.events import CaptionEvent, Speaker, Word
-from captions.exceptions import UnknownFormatError
+from common.exceptions import UnknownFormatError
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import numpy as np
 
 from captions.audio import PCM
 from captions.events import CaptionEvent
-from captions.exceptions import MalformedMessageError, MessageTooLargeError, ProtocolError
+from common.exceptions import MalformedMessageError, MessageTooLargeError, ProtocolError
 
 SAMPLE_RATE = 24_000
 FRAME_SAMPLES = 1920

@@ -29,8 +29,8 @@ from captions.audio import PCM, StreamResampler
 from captions.clock import Clock, WallClock
 from captions.engine import AudioInbox, Engine, Session, sessions_needing_work
 from captions.events import CaptionEvent, Speaker
-from captions.exceptions import StreamClosedError
 from captions.track import CaptionTrack
+from common.exceptions import StreamClosedError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from captions.audio import PCM
-from captions.exceptions import ModelNotFoundError
+from common.exceptions import ModelNotFoundError
 
 SAMPLE_RATE = 16_000
 FRAME_SAMPLES = 512  # what Silero expects at 16 kHz (32 ms)

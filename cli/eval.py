@@ -13,8 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from captions.engines import create_engine
-from captions.exceptions import ManifestError
 from cli.common import add_engine_arguments, engine_options
+from common.exceptions import ManifestError
 from evaluation.machine import machine_state
 from evaluation.manifest import DEFAULT_MANIFEST, ManifestItem, check_audio_files, read_manifest
 

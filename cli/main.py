@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from captions.exceptions import CaptionsError
+from common.exceptions import CaptionsError
 
 COMMANDS = [
     "cli.transcribe",

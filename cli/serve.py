@@ -20,9 +20,9 @@ from typing import Any
 
 from captions.asr_server import ASR_STREAMING_PATH
 from captions.engines import create_engine
-from captions.meeting import Meeting
 from captions.runtime import EngineRunner
 from cli.common import add_engine_arguments, engine_options
+from meeting.app import Meeting
 from sfu.settings import Settings
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from captions.engines import create_engine
-from captions.exceptions import ConfigError
 from captions.runtime import EngineRunner
-from captions.sidecar import Sidecar
 from cli.common import add_engine_arguments, engine_options
 from cli.serve import on_stop_signals, setup_logging
+from common.exceptions import ConfigError
+from meeting.sidecar import Sidecar
 
 
 def register(subparsers: Any) -> None:

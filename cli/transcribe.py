@@ -25,10 +25,10 @@ from captions.audio import PCM, load_audio, load_channels
 from captions.engine import Engine
 from captions.engines import create_engine, engine_names
 from captions.events import CaptionEvent, Speaker
-from captions.exceptions import CaptionsError, UnknownEngineError
 from captions.formats import render
 from captions.runtime import EngineRunner, SpeechStream, push_in_real_time
 from cli.common import add_engine_arguments, engine_options
+from common.exceptions import CaptionsError, UnknownEngineError
 
 LOAD_RATE = 16_000
 CHUNK_SECONDS = 0.1
@@ -153,7 +153,7 @@ def transcribe_fast(
     on_event: Callable[[CaptionEvent], None] = lambda e: None,
 ) -> list[CaptionEvent]:
     """Runs each source through the engine synchronously on a virtual clock (no sleeping)."""
-    from evaluation.simulate import simulate
+    from captions.simulate import simulate
 
     events: list[CaptionEvent] = []
     try:

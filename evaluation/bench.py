@@ -28,14 +28,14 @@ from captions.audio import PCM
 from captions.clock import WallClock
 from captions.engine import AudioInbox, Engine, Session
 from captions.events import CaptionEvent, Speaker
-from captions.exceptions import CapacityError
 from captions.runtime import EngineRunner, SpeechStream, push_in_real_time
+from captions.simulate import StreamRecord
 from captions.track import CaptionTrack
+from common.exceptions import CapacityError
 from evaluation.evaluate import WordTimes
 from evaluation.machine import machine_state
 from evaluation.manifest import ManifestItem, TimedWord
 from evaluation.metrics import ItemScore, WordSource, percentile, score_item
-from evaluation.simulate import StreamRecord
 
 # Speaker i starts at item i * _ITEM_STRIDE, so concurrent speakers say different things.
 _ITEM_STRIDE = 5

@@ -119,8 +119,8 @@ def measure_in_browser(timeline: Timeline, *, keep_dir: Path) -> dict[str, Any]:
     """Runs one participant whose fake microphone plays the WAV; returns the recorder's log."""
     from playwright.sync_api import sync_playwright
 
+    from evaluation.browser import browser_page, captions_server
     from sfu.tokens import Grants, mint_token
-    from tests.browser import browser_page, captions_server
 
     recorder = (ROOT / "tests" / "caption_recorder.js").read_text()
     secret = secrets.token_urlsafe(40)

@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from captions.engine import Engine
 from captions.engines import EngineOptions
 from captions.events import Speaker
+from captions.simulate import simulate
 from evaluation.manifest import ManifestItem, TimedWord
 from evaluation.metrics import ItemScore, WordSource, score_item
 from evaluation.offline import WHISPER_RATE, FasterWhisper, offline_transcriber
-from evaluation.simulate import simulate
 
 
 class WordTimes:

@@ -11,7 +11,7 @@ Keys read here (others, such as the provenance fields, are kept in ``ManifestIte
   ``speaker_tag``) mean the item has no usable word timings.
 
 Blank lines and lines starting with ``#`` are skipped. Anything else that cannot be used
-raises :class:`~captions.exceptions.ManifestError` naming the file and the line number;
+raises :class:`~common.exceptions.ManifestError` naming the file and the line number;
 that is the only exception :func:`read_manifest` and :func:`parse_line` raise.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from captions.audio import PCM, load_audio
-from captions.exceptions import ManifestError
+from common.exceptions import ManifestError
 
 SHARED_EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 """The evaluation speech sets beside the checkout (``../shared/eval``), where present."""

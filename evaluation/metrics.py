@@ -20,10 +20,10 @@ from typing import Any, Literal
 import jiwer
 import numpy as np
 
+from captions.simulate import HypothesisWord, StreamRecord, hypothesis_words
 from evaluation.alignment import align, reference_ends, tokens_of
 from evaluation.manifest import TimedWord
 from evaluation.normalize import normalize, normalized_words
-from evaluation.simulate import HypothesisWord, StreamRecord, hypothesis_words
 
 WordSource = Literal["manifest", "aligned", "none"]
 

@@ -21,7 +21,7 @@ from typing import Any
 from captions.audio import PCM
 from captions.engine import Engine
 from captions.engines import EngineOptions
-from captions.exceptions import ModelNotFoundError
+from common.exceptions import ModelNotFoundError
 from evaluation.manifest import TimedWord
 
 OfflineTranscriber = Callable[[PCM, str | None], str]

@@ -5,6 +5,6 @@ Modules: :mod:`sfu.settings` (configuration and the shared secret), :mod:`sfu.to
 (rooms and participants), :mod:`sfu.forwarding` (encoded-frame relay without transcoding),
 :mod:`sfu.peer` (one participant's WebRTC connections), :mod:`sfu.server` (aiohttp app),
 :mod:`sfu.client` (a Python participant for bots, benchmarks and the captioning sidecar)
-and :mod:`sfu.bench` (the forwarding benchmark). The wire protocol is documented in
+and :mod:`evaluation.sfu_bench` (the forwarding benchmark). The wire protocol is documented in
 ``docs/signalling.md``.
 """

@@ -19,8 +19,8 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from captions.aio import bounded
-from captions.exceptions import InvalidSdpError
+from common.aio import bounded
+from common.exceptions import InvalidSdpError
 from sfu.forwarding import EncodedTrack, Publication, receive_encoded, relay_keyframe_requests
 from sfu.signalling import KINDS, Candidate
 from sfu.tokens import Grants

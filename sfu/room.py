@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from captions.exceptions import RoomFullError
+from common.exceptions import RoomFullError
 
 if TYPE_CHECKING:
     from sfu.peer import Peer

@@ -1,10 +1,8 @@
-"""The SFU's HTTP side: the signalling WebSocket and the meeting page.
+"""The SFU's HTTP side: the signalling WebSocket.
 
-``create_app(settings)`` returns an ``aiohttp`` application with:
-
-- ``GET /ws``: signalling (``docs/signalling.md``), one socket per participant;
-- ``GET /`` and ``GET /room/{room}``: ``sfu/static/index.html``;
-- ``GET /static/...``: the files of ``sfu/static``.
+``create_app(settings)`` returns an ``aiohttp`` application with ``GET /ws``: signalling
+(``docs/signalling.md``), one socket per participant. The meeting layer adds the page and
+the caption routes to the same app.
 
 Other components reach the live state through ``app[SFU]`` (an :class:`SfuServer`):
 rooms, and listeners called when a room opens, goes idle (no visible participant left)
@@ -18,14 +16,13 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aioice.ice
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from captions.aio import bounded, cancel_and_wait, wait_ended
-from captions.exceptions import (
+from common.aio import bounded, cancel_and_wait, wait_ended
+from common.exceptions import (
     AuthError,
     CaptionsError,
     ForbiddenError,
@@ -58,7 +55,6 @@ from sfu.signalling import (
 from sfu.tokens import Grants, require_host, verify_token
 
 logger = logging.getLogger(__name__)
-STATIC_DIR = Path(__file__).resolve().parent / "static"
 CLOSE_TIMEOUT_SECONDS = 5.0  # for each socket and task on shutdown
 WRITER_DRAIN_SECONDS = 2.0  # for a closing connection to send what is queued
 RoomListener = Callable[[Room], None]
@@ -357,20 +353,10 @@ def create_app(settings: Settings, *, language: str = "en") -> web.Application:
     async def signalling(request: web.Request) -> web.StreamResponse:
         return await server.handle_socket(request)
 
-    async def page(request: web.Request) -> web.StreamResponse:
-        index = STATIC_DIR / "index.html"
-        if not index.exists():
-            raise web.HTTPNotFound(text="the meeting page is not installed (sfu/static)")
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
-
     async def on_shutdown(app: web.Application) -> None:
         await server.close()
 
     app.router.add_get("/ws", signalling)
-    app.router.add_get("/", page)
-    app.router.add_get("/room/{room}", page)
-    if STATIC_DIR.is_dir():
-        app.router.add_static("/static/", STATIC_DIR)
     app.on_shutdown.append(on_shutdown)
     return app
 

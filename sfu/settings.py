@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from captions.exceptions import ConfigError
+from common.exceptions import ConfigError
 
 ENV_DATA_DIR = "CAPTIONS_DATA_DIR"
 ENV_SECRET = "CAPTIONS_SECRET"

@@ -2,9 +2,9 @@
 
 Text in, typed messages out: :func:`parse_client_message` turns one WebSocket frame into
 a :class:`ClientMessage` or raises one of the documented protocol errors
-(:class:`~captions.exceptions.MessageTooLargeError`,
-:class:`~captions.exceptions.MalformedMessageError`,
-:class:`~captions.exceptions.UnknownMessageTypeError`); nothing else escapes. The server
+(:class:`~common.exceptions.MessageTooLargeError`,
+:class:`~common.exceptions.MalformedMessageError`,
+:class:`~common.exceptions.UnknownMessageTypeError`); nothing else escapes. The server
 and the Python client share the builders for outgoing messages, so both ends agree on
 field names. :class:`ClientSession` holds the per-connection protocol state (joined or
 not, protocol errors so far), explicit and resettable.
@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from captions.exceptions import (
+from common.exceptions import (
     AuthError,
     CaptionsError,
     InvalidSdpError,

@@ -1,7 +1,7 @@
 """Room access tokens: HS256 JWTs (PyJWT) that carry a participant's grants.
 
 A token names exactly one room and expires. :func:`verify_token` raises one
-:class:`~captions.exceptions.AuthError` subclass per rejection case, each with a stable
+:class:`~common.exceptions.AuthError` subclass per rejection case, each with a stable
 ``code`` that clients see (``docs/signalling.md`` lists them):
 
 - no token: ``token_missing``; bad signature or not a token: ``token_invalid``;
@@ -19,7 +19,7 @@ from typing import Any, Literal, cast
 
 import jwt
 
-from captions.exceptions import (
+from common.exceptions import (
     ForbiddenError,
     TokenExpiredError,
     TokenInvalidError,

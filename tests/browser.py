@@ -9,15 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,24 +18,11 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-STATIC = ROOT / "sfu" / "static"
-SCREENSHOTS = ROOT / ".cache" / "screenshots"
-SERVE = (sys.executable, "-m", "cli.main", "serve")
+from evaluation.browser import CHROMIUM, browser_page, captions_server, free_port
 
-BASE_FLAGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-gpu",
-    "--autoplay-policy=no-user-gesture-required",
-    # Keep timers and media running in pages nobody looks at (every page is headless).
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-]
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = ROOT / "meeting" / "static"
+SCREENSHOTS = ROOT / ".cache" / "screenshots"
 
 
 def require_chromium() -> None:
@@ -63,56 +42,8 @@ def chromium_playwright() -> Iterator[Any]:
         yield playwright
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def browser_page(
-    playwright: Any,
-    *,
-    fake_audio: Path | None = None,
-    locale: str = "en-US",
-    reduced_motion: str = "no-preference",
-    viewport: tuple[int, int] = (1280, 720),
-    extra_args: list[str] | None = None,
-) -> Iterator[Any]:
-    """One Chromium process with a fresh profile; yields its page.
-
-    With ``fake_audio`` (a WAV, looped by Chromium) the page gets a fake microphone and
-    camera and media permission is granted without a prompt.
-    """
-    args = list(BASE_FLAGS)
-    if fake_audio is not None:
-        args += [
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={fake_audio}",
-        ]
-    args += extra_args or []
-    profile = tempfile.mkdtemp(prefix="captions-chromium-")
-    context = playwright.chromium.launch_persistent_context(
-        profile,
-        executable_path=str(CHROMIUM),
-        headless=True,
-        args=args,
-        locale=locale,
-        reduced_motion=reduced_motion,
-        viewport={"width": viewport[0], "height": viewport[1]},
-    )
-    try:
-        page = context.pages[0] if context.pages else context.new_page()
-        page.set_default_timeout(20_000)
-        yield page
-    finally:
-        context.close()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 class _StaticHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves sfu/static the way the server does: the page at / and /room/{room}."""
+    """Serves meeting/static the way the server does: the page at / and /room/{room}."""
 
     def translate_path(self, path: str) -> str:
         path = path.split("?", 1)[0].split("#", 1)[0]
@@ -135,47 +66,6 @@ def static_server() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@contextmanager
-def captions_server(
-    data_dir: Path, secret: str, *, extra_args: list[str] | None = None
-) -> Iterator[str]:
-    """``captions serve`` as a subprocess on a free port (whisper engine); yields its base URL."""
-    port = free_port()
-    env = dict(os.environ, CAPTIONS_SECRET=secret)
-    log = (data_dir / "serve.log").open("wb")
-    command = [*SERVE, "--port", str(port), "--data-dir", str(data_dir), *(extra_args or [])]
-    process = subprocess.Popen(
-        command,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"captions serve exited: {(data_dir / 'serve.log').read_text()[-2000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{base}/static/index.html", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("captions serve did not start within 90 s") from None
-                time.sleep(0.3)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @dataclass
@@ -202,6 +92,7 @@ def sfu_server(secret: str, data_dir: Path, *, captions: bool = False) -> Iterat
     """
     from aiohttp import web
 
+    from meeting.page import add_page_routes
     from sfu.server import create_app
     from sfu.settings import Settings
 
@@ -209,11 +100,12 @@ def sfu_server(secret: str, data_dir: Path, *, captions: bool = False) -> Iterat
     settings = Settings(port=port, data_dir=data_dir, secret_override=secret)
     loop = asyncio.new_event_loop()
     app = create_app(settings)
+    add_page_routes(app)
     hub = None
     if captions:
-        from captions.caption_hub import CaptionHub
-        from captions.captions_api import install_captions_api
-        from captions.store import TranscriptStore
+        from meeting.api import install_captions_api
+        from meeting.hub import CaptionHub
+        from meeting.store import TranscriptStore
 
         hub = CaptionHub(TranscriptStore(data_dir / "transcripts.sqlite"))
         install_captions_api(app, hub, secret)
@@ -238,3 +130,17 @@ def sfu_server(secret: str, data_dir: Path, *, captions: bool = False) -> Iterat
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=20)
+
+
+__all__ = [
+    "CHROMIUM",
+    "SCREENSHOTS",
+    "InProcessServer",
+    "browser_page",
+    "captions_server",
+    "chromium_playwright",
+    "free_port",
+    "require_chromium",
+    "sfu_server",
+    "static_server",
+]

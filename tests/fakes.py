@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from captions.engine import AudioInbox, Engine, EngineInfo, Session
 from captions.events import Word
-from captions.exceptions import CapacityError
 from captions.track import CaptionTrack
+from common.exceptions import CapacityError
 
 
 @dataclass(eq=False)

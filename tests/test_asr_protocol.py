@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captions.events import CaptionEvent, Speaker, Word
-from captions.exceptions import MalformedMessageError, MessageTooLargeError, ProtocolError
 from captions.kyutai_protocol import (
     AsrStreamState,
     Audio,
@@ -29,6 +28,7 @@ from captions.kyutai_protocol import (
     decode_server_message,
     encode,
 )
+from common.exceptions import MalformedMessageError, MessageTooLargeError, ProtocolError
 
 
 def test_client_messages_round_trip() -> None:

@@ -16,9 +16,9 @@ from aiohttp import web
 
 from captions.asr_server import AsrServerLimits, add_asr_routes, create_asr_app
 from captions.engine import Engine
-from captions.exceptions import CaptionsError
 from captions.kyutai_protocol import FRAME_SAMPLES, SAMPLE_RATE
 from captions.runtime import EngineRunner
+from common.exceptions import CaptionsError
 from tests.fakes import ScriptedEngine
 
 KEY = "test-key"

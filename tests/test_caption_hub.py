@@ -5,9 +5,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from captions.caption_hub import CaptionHub, ClientQueue
 from captions.events import CaptionEvent, Speaker, Word
-from captions.store import TranscriptStore
+from meeting.hub import CaptionHub, ClientQueue
+from meeting.store import TranscriptStore
 
 ALICE = Speaker("alice-1", "Alice")
 

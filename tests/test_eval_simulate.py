@@ -11,10 +11,10 @@ import pytest
 from captions.clock import VirtualClock
 from captions.engine import Session
 from captions.events import Speaker
+from captions.simulate import StreamRecord, hypothesis_words, simulate
 from evaluation.alignment import align, reference_ends
 from evaluation.manifest import TimedWord
 from evaluation.metrics import ItemScore, score_item, summarize
-from evaluation.simulate import StreamRecord, hypothesis_words, simulate
 from tests.fakes import ScriptedEngine
 
 RATE = 16_000

@@ -9,8 +9,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from captions.events import CaptionEvent, Speaker, Word
-from captions.exceptions import UnknownFormatError
 from captions.formats import cues, render, to_json, to_srt, to_txt, to_vtt
+from common.exceptions import UnknownFormatError
 
 ALICE = Speaker("a", "Alice")
 BOB = Speaker("b", "Bob <the builder>")

@@ -24,9 +24,9 @@ from captions.engines.kyutai import (
 )
 from captions.engines.kyutai_text import WordAssembler
 from captions.events import CaptionEvent, Speaker
-from captions.exceptions import CapacityError, ModelNotFoundError
 from captions.runtime import EngineRunner
 from captions.track import CaptionTrack
+from common.exceptions import CapacityError, ModelNotFoundError
 from evaluation.kyutai_checkpoint import write_random_checkpoint
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from captions.asr_server import AsrServerLimits, create_asr_app
 from captions.engines import EngineOptions, create_engine
 from captions.engines.kyutai_remote import KyutaiRemoteEngine, RemoteSettings, _Timeline
 from captions.events import CaptionEvent, Speaker
-from captions.exceptions import EngineError
 from captions.runtime import EngineRunner
+from common.exceptions import EngineError
 from tests.fakes import ScriptedEngine
 
 KEY = "loopback-key"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captions.exceptions import ManifestError
+from common.exceptions import ManifestError
 from evaluation.manifest import check_audio_files, parse_line, read_manifest
 
 SOURCE = Path("/data/set/manifest.jsonl")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from captions.events import CaptionEvent, Speaker
-from captions.exceptions import CapacityError, StreamClosedError
 from captions.runtime import EngineRunner
+from common.exceptions import CapacityError, StreamClosedError
 from tests.fakes import ScriptedEngine
 
 SCRIPT = [("one", 0.0, 0.3), ("two", 0.4, 0.7), ("three", 0.8, 1.1)]

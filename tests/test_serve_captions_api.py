@@ -19,17 +19,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captions.caption_hub import CaptionHub
-from captions.captions_api import (
+from captions.events import CaptionEvent, Speaker, Word
+from common.exceptions import MalformedMessageError
+from meeting.api import (
     HUB_KEY,
     CaptionsApi,
     CaptionsApiLimits,
     _client_reply,
     install_captions_api,
 )
-from captions.events import CaptionEvent, Speaker, Word
-from captions.exceptions import MalformedMessageError
-from captions.store import TranscriptStore
+from meeting.hub import CaptionHub
+from meeting.store import TranscriptStore
 from sfu.tokens import Grants, mint_token
 
 SECRET = "s" * 40

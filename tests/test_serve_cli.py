@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from captions.audio import load_audio
-from captions.meeting import TRANSCRIPTS_FILE, Meeting
 from captions.runtime import EngineRunner
-from captions.store import TranscriptStore
-from sfu.client import SfuClient, pcm_audio_track
+from meeting.app import TRANSCRIPTS_FILE, Meeting
+from meeting.store import TranscriptStore
+from sfu.client import SfuClient
+from sfu.contrib.media import pcm_audio_track
 from sfu.settings import Settings
 from sfu.tokens import Grants, mint_token, verify_token
 from tests.browser import free_port

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 
-from sfu.client import RemoteTrack, SfuClient, pcm_audio_track, video_test_track
+from sfu.client import RemoteTrack, SfuClient
+from sfu.contrib.media import pcm_audio_track, video_test_track
 from sfu.server import SFU, create_app
 from sfu.settings import Settings
 from sfu.tokens import Grants, mint_token

@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from aiortc.rtp import is_rtcp
 
-from sfu.client import SfuClient, pcm_audio_track, video_test_track
+from sfu.client import SfuClient
+from sfu.contrib.media import pcm_audio_track, video_test_track
 from tests.test_sfu_forwarding import received_frames, sfu, token, tone, url
 
 __all__ = ["sfu"]

@@ -8,7 +8,8 @@ from typing import Any
 import av
 from aiohttp.test_utils import TestServer
 
-from sfu.client import SfuClient, pcm_audio_track, video_test_track
+from sfu.client import SfuClient
+from sfu.contrib.media import pcm_audio_track, video_test_track
 from sfu.forwarding import AUDIO_QUEUE_FRAMES, EncodedTrack, Publication, relay_keyframe_requests
 from sfu.server import SFU
 from tests.test_sfu_forwarding import sfu, token, tone, url

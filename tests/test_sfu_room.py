@@ -11,8 +11,9 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestServer
 
-from captions.exceptions import AuthError
-from sfu.client import SfuClient, pcm_audio_track
+from common.exceptions import AuthError
+from sfu.client import SfuClient
+from sfu.contrib.media import pcm_audio_track
 from tests.test_sfu_forwarding import SECRET, sfu, token, tone, url
 
 __all__ = ["sfu"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from captions.events import CaptionEvent
 from captions.runtime import EngineRunner
-from captions.sidecar import RoomCaptioner
+from meeting.sidecar import RoomCaptioner
 from tests.fakes import ScriptedEngine
 
 RATE = 48_000

@@ -18,11 +18,12 @@ import aiohttp
 import numpy as np
 import pytest
 
-from captions.aio import bounded, wait_ended
-from captions.meeting import Meeting
 from captions.runtime import EngineRunner
-from captions.sidecar import Sidecar
-from sfu.client import SfuClient, pcm_audio_track
+from common.aio import bounded, wait_ended
+from meeting.app import Meeting
+from meeting.sidecar import Sidecar
+from sfu.client import SfuClient
+from sfu.contrib.media import pcm_audio_track
 from sfu.settings import Settings
 from sfu.tokens import Grants, mint_token
 from tests.fakes import ScriptedEngine

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from captions.caption_hub import CaptionHub
-from captions.captions_api import install_captions_api
 from captions.events import CaptionEvent, Speaker, Word
-from captions.sidecar import CaptionPublisher
-from captions.store import TranscriptStore
+from meeting.api import install_captions_api
+from meeting.hub import CaptionHub
+from meeting.sidecar import CaptionPublisher
+from meeting.store import TranscriptStore
 from sfu.tokens import Grants, mint_token
 from tests.browser import free_port
 

@@ -21,10 +21,11 @@ import pytest
 
 from captions.audio import load_audio
 from captions.engines import EngineOptions, create_engine
-from captions.meeting import Meeting
 from captions.runtime import EngineRunner
 from evaluation.normalize import normalize
-from sfu.client import SfuClient, pcm_audio_track
+from meeting.app import Meeting
+from sfu.client import SfuClient
+from sfu.contrib.media import pcm_audio_track
 from sfu.settings import Settings
 from sfu.tokens import Grants, mint_token
 from tests.speech import synthesize

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captions.exceptions import (
+from common.exceptions import (
     InvalidSdpError,
     MalformedMessageError,
     MessageTooLargeError,

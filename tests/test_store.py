@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from captions.events import CaptionEvent, Speaker, Word
-from captions.store import TranscriptStore
+from meeting.store import TranscriptStore
 
 ALICE = Speaker("alice-1", "Alice")
 BOB = Speaker("bob-2", "Bob")

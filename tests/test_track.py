@@ -3,8 +3,8 @@ from hypothesis import strategies as st
 
 from captions.clock import VirtualClock
 from captions.events import CaptionEvent, Speaker, Word
-from captions.exceptions import MalformedMessageError
 from captions.track import CaptionTrack
+from common.exceptions import MalformedMessageError
 
 
 def _words(texts: list[str], t0: float = 0.0) -> list[Word]:

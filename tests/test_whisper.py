@@ -19,11 +19,11 @@ from captions.engine import AudioInbox
 from captions.engines import EngineOptions
 from captions.engines.whisper import WhisperEngine, available_models, load
 from captions.events import CaptionEvent, Speaker
-from captions.exceptions import CapacityError, ModelNotFoundError, UnsupportedLanguageError
 from captions.runtime import EngineRunner
+from captions.simulate import simulate
 from captions.track import CaptionTrack
+from common.exceptions import CapacityError, ModelNotFoundError, UnsupportedLanguageError
 from evaluation.normalize import normalize
-from evaluation.simulate import simulate
 from tests.speech import speech_with_pauses, synthesize
 
 pytestmark = pytest.mark.slow

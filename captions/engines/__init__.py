@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from captions.engine import Engine
-from captions.exceptions import UnknownEngineError
+from common.exceptions import UnknownEngineError
 
 DEFAULT_ENGINE = "whisper"
 

@@ -40,9 +40,9 @@ from captions.audio import PCM
 from captions.engine import AudioInbox, Engine, EngineInfo, Session
 from captions.engines import EngineOptions, ModelListing
 from captions.engines.kyutai_text import WordAssembler
-from captions.exceptions import CapacityError, EngineError, ModelNotFoundError
 from captions.kyutai_protocol import NEUTRAL_PAUSE_PROBABILITIES, NO_FREE_CHANNELS
 from captions.track import CaptionTrack
+from common.exceptions import CapacityError, EngineError, ModelNotFoundError
 
 SAMPLE_RATE = 24_000
 FRAME_SAMPLES = 1920  # 80 ms: one Mimi frame at 12.5 Hz

@@ -37,12 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import websockets
 
-from captions.aio import cancel_and_wait
 from captions.audio import PCM
 from captions.engine import AudioInbox, Engine, EngineInfo, Session
 from captions.engines import EngineOptions, ModelListing
 from captions.events import Word
-from captions.exceptions import EngineError, ProtocolError
 from captions.kyutai_protocol import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
@@ -56,6 +54,8 @@ from captions.kyutai_protocol import (
     encode,
 )
 from captions.track import CaptionTrack
+from common.aio import cancel_and_wait
+from common.exceptions import EngineError, ProtocolError
 
 log = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ from captions.engine import AudioInbox, Engine, EngineInfo, Session
 from captions.engines import EngineOptions, ModelListing
 from captions.engines.local_agreement import LocalAgreement, normalise
 from captions.events import Word
-from captions.exceptions import CapacityError, ModelNotFoundError, UnsupportedLanguageError
 from captions.track import CaptionTrack
 from captions.vad import FRAME_SAMPLES, SAMPLE_RATE, SileroVad, SpeechChange, VadStream
+from common.exceptions import CapacityError, ModelNotFoundError, UnsupportedLanguageError
 
 log = logging.getLogger(__name__)
 

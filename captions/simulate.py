@@ -24,8 +24,8 @@ from captions.audio import PCM
 from captions.clock import VirtualClock
 from captions.engine import AudioInbox, Engine
 from captions.events import CaptionEvent, Speaker
-from captions.exceptions import EngineError
 from captions.track import CaptionTrack
+from common.exceptions import EngineError
 
 # Steps an engine may take after being asked to end before we call it stuck.
 _MAX_STEPS_TO_END = 10_000

@@ -17,7 +17,7 @@ Reported over the steady-state window (after warm-up):
 - packet loss at the subscribers, first half versus second half of the window
   (growing loss means the SFU cannot keep up).
 
-Run: ``.venv/bin/python -m sfu.bench --publishers 10 --subscribers 6 --seconds 20``
+Run: ``.venv/bin/python -m evaluation.sfu_bench --publishers 10 --subscribers 6 --seconds 20``
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from sfu.client import OPUS_RATE, PacedPacketTrack, RemoteTrack, SfuClient, encode_opus
+from sfu.client import RemoteTrack, SfuClient
+from sfu.contrib.media import OPUS_RATE, PacedPacketTrack, encode_opus
 from sfu.tokens import Grants, mint_token
 
 SECRET = "bench-secret-" + "x" * 32
@@ -159,7 +160,7 @@ async def run(publishers: int, subscribers: int, seconds: float, warmup: float) 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    me = [sys.executable, "-m", "sfu.bench"]
+    me = [sys.executable, "-m", "evaluation.sfu_bench"]
     sfu: subprocess.Popen[Any] = subprocess.Popen([*me, "--serve", str(port)], env=env)
     children: list[subprocess.Popen[str]] = []
     clients: list[SfuClient] = []

@@ -1,7 +1,7 @@
 """Per-room fan-out of caption events to every ``/captions`` client.
 
 The sidecar hands each room's events to :class:`CaptionHub`, which stores finals in
-the :class:`~captions.store.TranscriptStore` and puts every message into each client's
+the :class:`~meeting.store.TranscriptStore` and puts every message into each client's
 own :class:`ClientQueue`; a slow client therefore never delays the others.
 
 :class:`ClientQueue` is sans-I/O. Its policy when a client does not keep up:
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from captions.events import CaptionEvent
-from captions.store import TranscriptStore
+from meeting.store import TranscriptStore
 
 log = logging.getLogger(__name__)
 

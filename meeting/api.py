@@ -6,7 +6,7 @@
   host-only transcript download and deletion.
 
 Every route verifies a room token (``sfu.tokens``). Per-client fan-out and its
-slow-client policy live in :mod:`captions.caption_hub`.
+slow-client policy live in :mod:`meeting.hub`.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from captions.aio import cancel_and_wait
-from captions.caption_hub import CaptionHub, Message, Subscription
 from captions.events import CaptionEvent
-from captions.exceptions import (
+from captions.formats import MEDIA_TYPES, render
+from common.aio import cancel_and_wait
+from common.exceptions import (
     AuthError,
     ForbiddenError,
     MalformedMessageError,
     TokenMissingError,
     UnknownFormatError,
 )
-from captions.formats import MEDIA_TYPES, render
+from meeting.hub import CaptionHub, Message, Subscription
 from sfu.tokens import Grants, require_host, verify_token
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Two processes, so the sidecar's CPU time is measured alone (``/proc/<pid>/stat``
 
 - this one: the meeting server (SFU + captions API, no embedded sidecar) and N bots,
   each publishing real-time Opus (20 ms frames, 32 kbit/s) of a voice-like signal;
-- the sidecar (:class:`captions.sidecar.Sidecar`, the code ``captions sidecar`` runs),
+- the sidecar (:class:`meeting.sidecar.Sidecar`, the code ``captions sidecar`` runs),
   with a null engine that accepts audio and recognises nothing, so what is measured is
   the sidecar itself: WebRTC receive (SRTP), Opus decoding, resampling, silence and mute
   checks, and the engine inboxes.
@@ -12,7 +12,7 @@ Two processes, so the sidecar's CPU time is measured alone (``/proc/<pid>/stat``
 Reported: the sidecar's CPU (percent of one core) idle in the room, then with N speakers,
 and the difference per speaker.
 
-Run: ``.venv/bin/python -m captions.sidecar_bench --speakers 4 --seconds 20``
+Run: ``.venv/bin/python -m evaluation.sidecar_bench --speakers 4 --seconds 20``
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _cpu_seconds(pid: int) -> float:
 
 async def _run_sidecar(url: str, token: str) -> None:
     from captions.runtime import EngineRunner
-    from captions.sidecar import Sidecar
+    from meeting.sidecar import Sidecar
 
     async with EngineRunner(NullEngine()) as runner:
         await Sidecar(url, token, runner).run()
@@ -76,10 +76,11 @@ async def _measure(pid: int, seconds: float) -> float:
 
 
 async def run(speakers: int, seconds: float, warmup: float) -> dict[str, Any]:
-    from captions.meeting import Meeting
     from captions.runtime import EngineRunner
-    from sfu.bench import _voice_like
-    from sfu.client import SfuClient, pcm_audio_track
+    from evaluation.sfu_bench import _voice_like
+    from meeting.app import Meeting
+    from sfu.client import SfuClient
+    from sfu.contrib.media import pcm_audio_track
     from sfu.settings import Settings
     from sfu.tokens import Grants, mint_token
 
@@ -89,7 +90,7 @@ async def run(speakers: int, seconds: float, warmup: float) -> dict[str, Any]:
     await meeting.start()
     token = mint_token(SECRET, Grants.captioner_for(ROOM))
     sidecar = subprocess.Popen(
-        [sys.executable, "-m", "captions.sidecar_bench", "--sidecar", meeting.base_url, token]
+        [sys.executable, "-m", "evaluation.sidecar_bench", "--sidecar", meeting.base_url, token]
     )
     bots: list[SfuClient] = []
     try:

@@ -44,10 +44,10 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from captions.aio import cancel_and_wait
 from captions.events import CaptionEvent, Speaker
-from captions.exceptions import CaptionsError, EngineError
 from captions.runtime import EngineRunner, SpeechStream
+from common.aio import cancel_and_wait
+from common.exceptions import CaptionsError, EngineError
 
 log = logging.getLogger(__name__)
 

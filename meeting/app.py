@@ -1,8 +1,8 @@
 """The whole product in one process, as ``captions serve`` runs it.
 
 One aiohttp application holds the SFU (``sfu.server``: signalling and the meeting page)
-and the captions API (:mod:`captions.captions_api`: ``/captions``, transcripts). When a
-room gets its first visible participant, an embedded :class:`~captions.sidecar.Sidecar`
+and the captions API (:mod:`meeting.api`: ``/captions``, transcripts). When a
+room gets its first visible participant, an embedded :class:`~meeting.sidecar.Sidecar`
 joins it as a hidden captioner, exactly as ``captions sidecar`` would, over a loopback
 listener (plain HTTP on 127.0.0.1, so a self-signed public certificate never gets in its
 way), and publishes back to ``/captions/publish``. When the room goes idle its sidecar
@@ -28,13 +28,14 @@ from typing import Any
 
 from aiohttp import web
 
-from captions.aio import bounded, wait_ended
 from captions.asr_server import add_asr_routes
-from captions.caption_hub import CaptionHub
-from captions.captions_api import install_captions_api
 from captions.runtime import EngineRunner
-from captions.sidecar import Sidecar
-from captions.store import TranscriptStore
+from common.aio import bounded, wait_ended
+from meeting.api import install_captions_api
+from meeting.hub import CaptionHub
+from meeting.page import add_page_routes
+from meeting.sidecar import Sidecar
+from meeting.store import TranscriptStore
 from sfu.room import Room
 from sfu.server import SFU, create_app
 from sfu.settings import Settings, SettingsError
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 TRANSCRIPTS_FILE = "transcripts.sqlite"
 SIDECAR_TOKEN_TTL = 30 * 24 * 3600.0
 # Stop-path bounds. A sidecar flushes its streams and waits for the server's acks
-# (each bounded by 10 s in captions.sidecar); aiohttp's own shutdown waits up to 60 s.
+# (each bounded by 10 s in meeting.sidecar); aiohttp's own shutdown waits up to 60 s.
 SIDECAR_STOP_SECONDS = 30.0
 SERVER_STOP_SECONDS = 90.0
 RUNNER_STOP_SECONDS = 30.0
@@ -78,6 +79,7 @@ class Meeting:
         self.hub = CaptionHub(self.store)
         self.language = language or runner.engine.info.languages[0]
         self.app = create_app(settings, language=self.language)
+        add_page_routes(self.app)
         install_captions_api(self.app, self.hub, self.secret, retention_hours=retention_hours)
         if asr_api_keys:  # Kyutai's /api/asr-streaming, on the same engine
             add_asr_routes(self.app, runner, asr_api_keys)

@@ -1,0 +1,1 @@
+"""Leaf shared by every layer: the one exception hierarchy and bounded asyncio helpers."""
