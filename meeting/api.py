@@ -56,6 +56,8 @@ class CaptionsApiLimits:
     max_publish_message_bytes: int = 64 * 1024
     auth_timeout_seconds: float = 10.0
     close_timeout_seconds: float = 2.0
+    # A client whose socket takes nothing for this long is dropped (see _send_loop).
+    send_timeout_seconds: float = 10.0
 
 
 HUB_KEY = web.AppKey("captions_hub", CaptionHub)
@@ -131,13 +133,30 @@ class CaptionsApi:
         return ws
 
     async def _send_loop(self, ws: web.WebSocketResponse, sub: Subscription) -> None:
+        # Every send has a deadline: aiohttp's writer waits (drains) while the kernel's
+        # send buffer (up to net.ipv4.tcp_wmem's max, 4 MiB here) and the transport's
+        # are full, so a peer that stopped reading would otherwise hold this task forever.
         with contextlib.suppress(ConnectionError):
             while (message := await sub.next()) is not None:
-                await ws.send_str(json.dumps(message))
+                try:
+                    await asyncio.wait_for(
+                        ws.send_str(json.dumps(message)), self.limits.send_timeout_seconds
+                    )
+                except TimeoutError:
+                    log.info("dropping a /captions client of %s: a send took too long", sub.room)
+                    self.hub.unsubscribe(sub)
+                    _abort(ws)
+                    return
 
     async def _drop_slow(self, ws: web.WebSocketResponse, sub: Subscription) -> None:
         # A separate task: the sender may be stuck waiting for the peer to read.
         log.info("closing a /captions client of %s: too slow", sub.room)
+        self.hub.unsubscribe(sub)  # it gets nothing more from now on
+        if _backed_up(ws):
+            # The peer is not reading what it already has: a close frame would only
+            # queue behind it and the socket would linger for close_timeout_seconds.
+            _abort(ws)
+            return
         await self._close(ws, CLOSE_TOO_SLOW, "too_slow")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -153,9 +172,7 @@ class CaptionsApi:
                 self.limits.close_timeout_seconds,
             )
         except (TimeoutError, ConnectionError):
-            request = ws._req  # aiohttp offers no public abort of a WebSocketResponse
-            if request is not None and request.transport is not None:
-                request.transport.abort()
+            _abort(ws)
 
     async def _authenticate(
         self, ws: web.WebSocketResponse, request: web.Request, *, first_message: bool
@@ -300,6 +317,24 @@ class CaptionsApi:
             if purged:
                 log.info("retention: deleted transcripts of %s", ", ".join(purged))
             await asyncio.sleep(self.purge_interval_seconds)
+
+
+def _transport(ws: web.WebSocketResponse) -> asyncio.Transport | None:
+    request = ws._req  # aiohttp offers no public transport or abort of a WebSocketResponse
+    transport = request.transport if request is not None else None
+    return transport if isinstance(transport, asyncio.Transport) else None
+
+
+def _abort(ws: web.WebSocketResponse) -> None:
+    transport = _transport(ws)
+    if transport is not None:
+        transport.abort()
+
+
+def _backed_up(ws: web.WebSocketResponse) -> bool:
+    """Whether data waits in the transport because the kernel's send buffer is full."""
+    transport = _transport(ws)
+    return transport is not None and transport.get_write_buffer_size() > 0
 
 
 def _error(code: str, message: str) -> Message:

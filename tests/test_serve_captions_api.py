@@ -194,9 +194,46 @@ async def test_client_that_never_reads_is_dropped_while_another_keeps_receiving(
         if dropped_at is not None and i >= dropped_at + 10:
             break
     assert dropped_at is not None, "the client that never reads was never dropped"
+    await assert_connection_ends(silent)
     silent.close()
     await reader.close()
     await pub.close()
+
+
+async def assert_connection_ends(sock: socket.socket) -> None:
+    """The server ended ``sock``'s connection: reading reaches EOF or a reset in time."""
+    loop = asyncio.get_running_loop()
+    with pytest.raises(ConnectionResetError):  # an EOF counts too (raised below)
+        async with asyncio.timeout(10):
+            while await loop.sock_recv(sock, 1 << 20):
+                pass
+            raise ConnectionResetError("EOF")
+
+
+async def test_a_send_that_never_completes_drops_the_client(tmp_path: Path) -> None:
+    """The per-send deadline drops a client that stopped reading before its queue overflows."""
+    hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"), max_pending_finals=10_000)
+    app = web.Application()
+    limits = CaptionsApiLimits(send_timeout_seconds=1.0)
+    install_captions_api(app, hub, SECRET, limits=limits)
+    async with TestClient(TestServer(app)) as client:
+        silent = await never_reading_socket(client, f"/captions?token={token()}")
+        reader = await client.ws_connect(f"/captions?token={token()}")
+        pub = await client.ws_connect(f"/captions/publish?token={token(captioner=True)}")
+        big = " ".join(["word"] * 600)
+        for i in range(150):  # about 6 MB: more than the kernel's buffers hold
+            await pub.send_json(caption(i, "final", big, seq=i))
+            await receive_until(pub, "ack")
+            assert (await receive_until(reader, "caption"))["utterance"] == i
+        async with asyncio.timeout(10):
+            while hub.subscribers("r") != 1:
+                await asyncio.sleep(0.05)
+        await assert_connection_ends(silent)
+        silent.close()
+        await pub.send_json(caption(150, "final", "still reading", seq=150))
+        assert (await receive_until(reader, "caption"))["text"] == "still reading"
+        await reader.close()
+        await pub.close()
 
 
 async def test_transcript_download_and_delete_are_host_only(
