@@ -211,16 +211,6 @@ async def test_silent_socket_is_closed_with_4408(
         assert frame.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4408
 
 
-async def test_page_and_static_files_are_served_locally(sfu: TestServer) -> None:
-    async with aiohttp.ClientSession() as http:
-        for path in ("/", "/room/lobby"):
-            async with http.get(url(sfu) + path) as response:
-                assert response.status == 200
-                assert "<html" in (await response.text()).lower()
-        async with http.get(url(sfu) + "/static/../tokens.py") as response:
-            assert response.status in (403, 404)
-
-
 async def test_rejoin_gets_a_fresh_track(sfu: TestServer) -> None:
     bob = await SfuClient.connect(url(sfu), token("Bob"))
     try:
