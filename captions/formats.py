@@ -8,16 +8,32 @@ cues, which both WebVTT and SRT allow. Times are the events' stream times.
 
 Speaker names appear as WebVTT voice spans (``<v Alice>``), as an ``Alice:`` prefix in
 SRT, and before each utterance in the plain text.
+
+The meeting page writes the same files from its own view (``meeting/static/cuerule.js``).
+Both follow the one rule spelled out here, step for step, and both pass the shared table
+``tests/cue_cases.json``; change them together. The rule:
+
+- **Clean** every name and word: control characters and line breaks (C0, DEL, C1,
+  U+2028, U+2029) become spaces, runs of spaces become one, ends are trimmed. No name or
+  word can then start a line, so none can forge a cue. Empty words are dropped; an event
+  without words is not written.
+- **Wrap** greedily: words joined by one space, a line full when the next word would
+  pass ``line_chars`` characters (code points); a longer word gets a line of its own.
+- **Times** are whole milliseconds, ``floor(seconds * 1000 + 0.5)``, never negative; a
+  cue ends at least 1 ms after it starts.
+- **Escape** per format: ``&``, ``<``, ``>`` as entities in WebVTT (text and voice);
+  ``-->`` (or longer arrows) becomes ``->`` in SRT and text, where lenient players read a
+  line holding ``-->`` as a timing line.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import textwrap
+import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from html import escape
 
 import srt
 
@@ -37,10 +53,38 @@ class Cue:
         return "\n".join(self.lines)
 
 
+_CONTROL = re.compile("[\u0000-\u001f\u007f-\u009f\u2028\u2029]")
+_SPACES = re.compile(" {2,}")
+_ARROW = re.compile("-{2,}>")
+
+
+def clean(text: str) -> str:
+    """One line of text: control characters and line breaks become spaces, runs of
+    spaces one space, ends trimmed (the rule's first step)."""
+    return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip(" ")
+
+
+def _clean_event(event: CaptionEvent) -> CaptionEvent:
+    words = tuple(
+        Word(text, w.start, w.end, w.final) for w in event.words if (text := clean(w.text))
+    )
+    name = clean(event.speaker.display_name) or clean(event.speaker.id)
+    speaker = Speaker(event.speaker.id, name)
+    return CaptionEvent(
+        speaker, event.utterance, event.revision, event.kind, words, event.emitted_at
+    )
+
+
 def final_events(events: Iterable[CaptionEvent]) -> list[CaptionEvent]:
     """The final, non-empty events, ordered by start time (speakers interleaved)."""
     finals = [e for e in events if e.kind == "final" and e.words]
     return sorted(finals, key=lambda e: (e.words[0].start, e.speaker.id, e.utterance))
+
+
+def written_finals(events: Iterable[CaptionEvent]) -> list[CaptionEvent]:
+    """What the cue writers write: the finals with names and words cleaned, those left
+    with words, ordered by start time (speakers interleaved)."""
+    return final_events(_clean_event(e) for e in events if e.kind == "final")
 
 
 def cues(
@@ -53,7 +97,7 @@ def cues(
 ) -> list[Cue]:
     """Splits every final utterance into cues short enough to read."""
     out: list[Cue] = []
-    for event in final_events(events):
+    for event in written_finals(events):
         group: list[Word] = []
         for word in event.words:
             if group and not _fits(
@@ -80,39 +124,66 @@ def _fits(
         return False
     if word.start - group[-1].end > max_gap_seconds:
         return False
-    return len(_lines((*group, word), line_chars)) <= max_lines
+    return len(wrap([w.text for w in (*group, word)], line_chars)) <= max_lines
 
 
 def _cue(speaker: Speaker, words: Sequence[Word], line_chars: int) -> Cue:
     end = max(words[-1].end, words[0].start + 0.001)
-    return Cue(speaker, words[0].start, end, _lines(words, line_chars))
+    return Cue(speaker, words[0].start, end, wrap([w.text for w in words], line_chars))
 
 
-def _lines(words: Sequence[Word], line_chars: int) -> tuple[str, ...]:
-    """The words wrapped into lines, breaking only between words: never inside one,
-    not even at its hyphen, so every word reads (and is searched) whole. A single
-    over-long word gets a line of its own."""
-    text = " ".join(w.text for w in words)
-    wrapped = textwrap.wrap(text, line_chars, break_long_words=False, break_on_hyphens=False)
-    return tuple(wrapped) or (text,)
+def wrap(words: Sequence[str], line_chars: int) -> tuple[str, ...]:
+    """Cleaned words filled greedily into lines of at most ``line_chars`` characters,
+    breaking only between words: never inside one, not even at its hyphen, so every
+    word reads (and is searched) whole. A single over-long word gets a line of its own."""
+    lines: list[str] = []
+    line = ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > line_chars:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        lines.append(line)
+    return tuple(lines)
 
 
-def _clock(seconds: float, separator: str) -> str:
-    ms = max(0, round(seconds * 1000))
+def milliseconds(seconds: float) -> int:
+    """A time in whole milliseconds, half up (Python's round() is half-even; the page's
+    Math.round is half-up: this form gives both the same integer)."""
+    return max(0, math.floor(seconds * 1000 + 0.5))
+
+
+def _span(cue: Cue) -> tuple[int, int]:
+    """A cue's start and end in milliseconds; it lasts at least 1 ms once rounded."""
+    start = milliseconds(cue.start)
+    return start, max(milliseconds(cue.end), start + 1)
+
+
+def _clock(ms: int, separator: str) -> str:
     h, rest = divmod(ms, 3_600_000)
     m, rest = divmod(rest, 60_000)
     s, ms = divmod(rest, 1000)
     return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
 
 
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _no_arrow(text: str) -> str:
+    return _ARROW.sub("->", text)
+
+
 def to_vtt(events: Iterable[CaptionEvent]) -> str:
-    """WebVTT with one voice span per cue, naming the speaker."""
+    """WebVTT with one voice span per cue line, naming the speaker."""
     blocks = ["WEBVTT"]
     for cue in cues(events):
-        # Voice annotations may not contain '>' or line breaks; the text is escaped.
-        voice = cue.speaker.display_name.replace(">", "").replace("\n", " ")
-        body = "\n".join(f"<v {voice}>{escape(line, quote=False)}</v>" for line in cue.lines)
-        blocks.append(f"{_clock(cue.start, '.')} --> {_clock(cue.end, '.')}\n{body}")
+        voice = _vtt_escape(cue.speaker.display_name)
+        body = "\n".join(f"<v {voice}>{_vtt_escape(line)}</v>" for line in cue.lines)
+        start, end = _span(cue)
+        blocks.append(f"{_clock(start, '.')} --> {_clock(end, '.')}\n{body}")
     return "\n\n".join(blocks) + "\n"
 
 
@@ -121,9 +192,9 @@ def to_srt(events: Iterable[CaptionEvent]) -> str:
     subtitles = [
         srt.Subtitle(
             index=i,
-            start=datetime.timedelta(seconds=cue.start),
-            end=datetime.timedelta(seconds=cue.end),
-            content=f"{cue.speaker.display_name}: {cue.text}",
+            start=datetime.timedelta(milliseconds=_span(cue)[0]),
+            end=datetime.timedelta(milliseconds=_span(cue)[1]),
+            content=_no_arrow(f"{cue.speaker.display_name}: {cue.text}"),
         )
         for i, cue in enumerate(cues(events), start=1)
     ]
@@ -133,9 +204,10 @@ def to_srt(events: Iterable[CaptionEvent]) -> str:
 def to_txt(events: Iterable[CaptionEvent]) -> str:
     """One line per utterance: ``[start - end] Speaker: text``."""
     lines = [
-        f"[{_clock(e.words[0].start, '.')} - {_clock(e.words[-1].end, '.')}] "
-        f"{e.speaker.display_name}: {e.text}"
-        for e in final_events(events)
+        f"[{_clock(milliseconds(e.words[0].start), '.')}"
+        f" - {_clock(milliseconds(e.words[-1].end), '.')}] "
+        + _no_arrow(f"{e.speaker.display_name}: {e.text}")
+        for e in written_finals(events)
     ]
     return "".join(line + "\n" for line in lines)
 

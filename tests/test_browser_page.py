@@ -7,8 +7,10 @@ the page and driven with caption events as the sidecar sends them.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -216,6 +218,7 @@ def test_transcript_orders_dedupes_searches_and_writes(page: Any) -> None:
     result = page.evaluate(
         """async (events) => {
           const m = await import('/static/transcript.js');
+          const rule = await import('/static/cuerule.js');
           const tr = new m.Transcript();
           for (const e of events) tr.add(e);
           return {
@@ -223,7 +226,8 @@ def test_transcript_orders_dedupes_searches_and_writes(page: Any) -> None:
             count: tr.entries.length,
             search: tr.search('BUDGET').map(e => e.text),
             accents: tr.search('cafe').map(e => e.text),
-            vtt: m.toVtt(tr.entries), srt: m.toSrt(tr.entries), txt: m.toTxt(tr.entries),
+            vtt: rule.toVtt(tr.timeline()), srt: rule.toSrt(tr.timeline()),
+            txt: rule.toTxt(tr.timeline()),
           };
         }""",
         [
@@ -254,6 +258,24 @@ def test_transcript_orders_dedupes_searches_and_writes(page: Any) -> None:
     assert "<v Bob>the budget is fine</v>" in vtt
     assert result["srt"].startswith("1\n00:00:00,000 --> 00:00:00,700\nAlice: hello everyone\n")
     assert result["txt"].splitlines()[1] == "[00:00:04.000 - 00:00:05.500] Bob: the budget is fine"
+
+
+def test_page_writes_the_shared_cue_table(page: Any) -> None:
+    """The page's writers (cuerule.js) give exactly the files captions/formats.py gives
+    (tests/test_formats.py runs the same table)."""
+    cases = json.loads((Path(__file__).parent / "cue_cases.json").read_text(encoding="utf-8"))
+    written = page.evaluate(
+        """async (cases) => {
+          const rule = await import('/static/cuerule.js');
+          return cases.map(c => ({vtt: rule.toVtt(c.finals), srt: rule.toSrt(c.finals),
+                                  txt: rule.toTxt(c.finals)}));
+        }""",
+        cases["cases"],
+    )
+    assert len(written) == len(cases["cases"]) > 10
+    for case, got in zip(cases["cases"], written, strict=True):
+        for fmt in ("vtt", "srt", "txt"):
+            assert got[fmt] == case[fmt], (case["name"], fmt)
 
 
 @pytest.mark.parametrize(

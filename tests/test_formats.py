@@ -1,6 +1,9 @@
 import html
 import io
 import json
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 import srt
@@ -9,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from captions.events import CaptionEvent, Speaker, Word
-from captions.formats import cues, render, to_json, to_srt, to_txt, to_vtt
+from captions.formats import clean, cues, render, to_json, to_srt, to_txt, to_vtt
 from common.exceptions import UnknownFormatError
 
 ALICE = Speaker("a", "Alice")
@@ -42,7 +45,7 @@ EVENTS = [
 def test_vtt_parses_with_voices_in_time_order() -> None:
     text = to_vtt(EVENTS)
     parsed = webvtt.from_buffer(io.StringIO(text))
-    assert [c.voice for c in parsed] == ["Alice", "Bob <the builder", "Alice"]
+    assert [html.unescape(c.voice) for c in parsed] == ["Alice", "Bob <the builder>", "Alice"]
     assert [html.unescape(c.text) for c in parsed] == [
         "good morning everyone",
         "hello there & welcome",
@@ -110,6 +113,74 @@ def test_every_word_lands_in_a_cue(texts: list[str]) -> None:
     words = tuple(Word(t, i * 0.5, i * 0.5 + 0.4, True) for i, t in enumerate(texts))
     event = CaptionEvent(ALICE, 0, 1, "final", words, 0.0)
     joined = " ".join(c.text.replace("\n", " ") for c in cues([event]))
-    assert joined.split() == " ".join(texts).split()
-    to_vtt([event])
-    list(srt.parse(to_srt([event])) if texts else [])
+    assert joined.split() == " ".join(clean(t) for t in texts).split()
+    assert_parses_back([event])
+
+
+# ---- The one cue rule, shared with the page (meeting/static/cuerule.js) ----
+
+CASES = json.loads((Path(__file__).parent / "cue_cases.json").read_text(encoding="utf-8"))["cases"]
+
+
+def case_events(finals: list[dict[str, Any]]) -> list[CaptionEvent]:
+    return [
+        CaptionEvent(
+            Speaker(f["speaker"], f["name"]),
+            f["utterance"],
+            1,
+            "final",
+            tuple(Word(w["text"], w["start"], w["end"], True) for w in f["words"]),
+            0.0,
+        )
+        for f in finals
+    ]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_shared_cue_table(case: dict[str, Any]) -> None:
+    """The same table runs in the page (tests/test_browser_page.py)."""
+    events = case_events(case["finals"])
+    assert to_vtt(events) == case["vtt"]
+    assert to_srt(events) == case["srt"]
+    assert to_txt(events) == case["txt"]
+    assert_parses_back(events)
+
+
+def assert_parses_back(events: list[CaptionEvent]) -> None:
+    """What was written parses back with as many cues, each naming its own speaker:
+    no name or word can forge a cue or a line, in a strict parser or a lenient one."""
+    written = cues(events)
+    names = [c.speaker.display_name for c in written]
+    vtt = to_vtt(events)
+    parsed = webvtt.from_buffer(io.StringIO(vtt))
+    assert [html.unescape(c.voice or "") for c in parsed] == names
+    srt_text = to_srt(events)
+    subtitles = list(srt.parse(srt_text))
+    assert len(subtitles) == len(names)
+    for subtitle, name in zip(subtitles, names, strict=True):
+        assert subtitle.content.startswith(re.sub("-{2,}>", "->", f"{name}: "))
+    # Lenient players take any line holding "-->" for a timing line.
+    assert sum("-->" in line for line in vtt.splitlines()) == len(written)
+    assert sum("-->" in line for line in srt_text.splitlines()) == len(written)
+    txt = to_txt(events).splitlines()
+    assert len(txt) == len({(e.speaker.id, e.utterance) for e in events if clean(e.text)})
+
+
+HOSTILE = st.text(alphabet=st.sampled_from(list("ab9:-> <&\r\n\t\u2028\u0085,0")), max_size=40)
+
+
+@given(st.lists(st.tuples(HOSTILE, st.lists(HOSTILE, min_size=1, max_size=6)), max_size=4))
+@example([("Eve\r\n\r\n9\r\n00:00:00,000 --> 00:00:30,000\r\nHost: I approve", ["hi"])])
+def test_hostile_names_and_words_never_forge_cues(finals: list[tuple[str, list[str]]]) -> None:
+    events = [
+        CaptionEvent(
+            Speaker(f"s{i}", name),
+            0,
+            1,
+            "final",
+            tuple(Word(t, i + j * 0.3, i + j * 0.3 + 0.2, True) for j, t in enumerate(texts)),
+            0.0,
+        )
+        for i, (name, texts) in enumerate(finals)
+    ]
+    assert_parses_back(events)

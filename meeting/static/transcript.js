@@ -9,6 +9,7 @@
 // i.e. the least delayed event).
 
 import { isCaptionEvent, speakerName } from "./captions.js";
+import { WRITERS } from "./cuerule.js";
 import { language, t } from "./i18n.js";
 
 const RESTART_GAP_SECONDS = 20;
@@ -37,6 +38,7 @@ export class Transcript {
     const entry = {
       key,
       speaker: event.speaker,
+      utterance: event.utterance,
       name: speakerName(event),
       text: event.words.map((w) => w.text).join(" "),
       words: event.words.map((w) => ({ text: String(w.text), start: origin + Number(w.start), end: origin + Number(w.end) })),
@@ -73,6 +75,18 @@ export class Transcript {
     for (const listener of this.listeners) listener(null, -1);
   }
 
+  /** The entries as the cue writers take them: times in seconds since the first
+   * caption's start, as the server's stored transcript counts them. */
+  timeline() {
+    const base = this.entries.length ? Math.min(...this.entries.map((e) => e.start)) : 0;
+    return this.entries.map((e) => ({
+      speaker: e.speaker,
+      name: e.name,
+      utterance: e.utterance,
+      words: e.words.map((w) => ({ text: w.text, start: w.start - base, end: w.end - base })),
+    }));
+  }
+
   /** Entries whose speaker or text contains every word of the query (case and accents ignored). */
   search(query) {
     const terms = fold(query).split(/\s+/).filter(Boolean);
@@ -88,101 +102,7 @@ export function fold(text) {
   return String(text).normalize("NFD").replace(/\p{M}/gu, "").toLowerCase();
 }
 
-// ---- Writers (same conventions as captions/formats.py) ----
-
-const LINE_CHARS = 42;
-const MAX_LINES = 2;
-const MAX_CUE_SECONDS = 7;
-const MAX_GAP_SECONDS = 1.5;
-
-function wrap(text, width = LINE_CHARS) {
-  const lines = [];
-  let line = "";
-  for (const word of text.split(" ")) {
-    if (line && line.length + 1 + word.length > width) {
-      lines.push(line);
-      line = word;
-    } else {
-      line = line ? `${line} ${word}` : word;
-    }
-  }
-  if (line) lines.push(line);
-  return lines;
-}
-
-/** Splits entries into cues of at most two 42-character lines and 7 seconds, on one timeline. */
-export function cues(entries) {
-  const base = entries.length ? Math.min(...entries.map((e) => e.start)) : 0;
-  const out = [];
-  for (const entry of entries) {
-    let group = [];
-    const flush = () => {
-      if (!group.length) return;
-      const text = group.map((w) => w.text).join(" ");
-      const start = group[0].start - base;
-      const end = Math.max(group[group.length - 1].end - base, start + 0.001);
-      out.push({ name: entry.name, start, end, lines: wrap(text) });
-      group = [];
-    };
-    for (const word of entry.words) {
-      if (group.length) {
-        const text = [...group, word].map((w) => w.text).join(" ");
-        const tooLong = word.end - group[0].start > MAX_CUE_SECONDS;
-        const pause = word.start - group[group.length - 1].end > MAX_GAP_SECONDS;
-        if (tooLong || pause || wrap(text).length > MAX_LINES) flush();
-      }
-      group.push(word);
-    }
-    flush();
-  }
-  out.sort((a, b) => a.start - b.start);
-  return out;
-}
-
-function clock(seconds, separator) {
-  let ms = Math.max(0, Math.round(seconds * 1000));
-  const h = Math.floor(ms / 3600000);
-  ms -= h * 3600000;
-  const m = Math.floor(ms / 60000);
-  ms -= m * 60000;
-  const s = Math.floor(ms / 1000);
-  ms -= s * 1000;
-  const pad = (n, w = 2) => String(n).padStart(w, "0");
-  return `${pad(h)}:${pad(m)}:${pad(s)}${separator}${pad(ms, 3)}`;
-}
-
-function escapeVtt(text) {
-  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-}
-
-export function toVtt(entries) {
-  const blocks = ["WEBVTT"];
-  for (const cue of cues(entries)) {
-    const voice = cue.name.replace(/>/g, "").replace(/\n/g, " ");
-    const body = cue.lines.map((line) => `<v ${voice}>${escapeVtt(line)}</v>`).join("\n");
-    blocks.push(`${clock(cue.start, ".")} --> ${clock(cue.end, ".")}\n${body}`);
-  }
-  return `${blocks.join("\n\n")}\n`;
-}
-
-export function toSrt(entries) {
-  return cues(entries)
-    .map((cue, i) => `${i + 1}\n${clock(cue.start, ",")} --> ${clock(cue.end, ",")}\n${cue.name}: ${cue.lines.join("\n")}\n`)
-    .join("\n");
-}
-
-export function toTxt(entries) {
-  const base = entries.length ? Math.min(...entries.map((e) => e.start)) : 0;
-  return entries
-    .map((e) => `[${clock(e.start - base, ".")} - ${clock(e.end - base, ".")}] ${e.name}: ${e.text}\n`)
-    .join("");
-}
-
-export const WRITERS = {
-  vtt: { write: toVtt, type: "text/vtt" },
-  srt: { write: toSrt, type: "application/x-subrip" },
-  txt: { write: toTxt, type: "text/plain" },
-};
+// ---- Downloads: the cue rule (cuerule.js) on the panel's own view ----
 
 export function saveFile(filename, text, type) {
   const url = URL.createObjectURL(new Blob([text], { type: `${type};charset=utf-8` }));
@@ -272,7 +192,7 @@ export class TranscriptPanel {
     const writer = WRITERS[format];
     if (!writer) return;
     const stamp = new Date().toISOString().slice(0, 10);
-    saveFile(`${this.room}-${stamp}.${format}`, writer.write(this.transcript.entries), writer.type);
+    saveFile(`${this.room}-${stamp}.${format}`, writer.write(this.transcript.timeline()), writer.type);
   }
 }
 
