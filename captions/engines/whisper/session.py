@@ -1,0 +1,48 @@
+"""One speaker's Whisper stream: its audio, VAD, agreement state and latest hypothesis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from captions.audio import PCM
+from captions.engine import Session
+from captions.engines.local_agreement import LocalAgreement
+from captions.events import Word
+from captions.vad import FRAME_SAMPLES, VadStream
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One transcription of a session's buffer: words in stream time, and the language."""
+
+    words: list[Word]
+    language: str
+
+
+@dataclass(eq=False)
+class WhisperSession(Session):
+    vad: VadStream | None = None
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    """Replaced per session by one configured from the engine's settings."""
+    audio: PCM = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    audio_start: int = 0
+    """Absolute sample index of ``audio[0]``."""
+    active: bool = False
+    """An utterance is open (the VAD confirmed speech)."""
+    buffer_start: int = 0
+    """Absolute sample where the utterance's recognition buffer begins."""
+    utterance_start: int = 0
+    """Absolute sample where the utterance (its first buffer) began."""
+    transcribed_to: int = 0
+    detected_language: str | None = None
+    last_hypothesis: tuple[int, int, Hypothesis] | None = None
+    """(start, end, hypothesis) of the latest transcription, reused if nothing changed."""
+
+    @property
+    def position(self) -> int:
+        return self.audio_start + self.audio.size
+
+    def ready(self) -> bool:
+        return self.has_control or self.inbox.available >= FRAME_SAMPLES

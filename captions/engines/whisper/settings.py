@@ -1,0 +1,45 @@
+"""The Whisper engine's streaming tunables (see docs/whisper-engine.md for their effect)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WhisperSettings:
+    """Streaming tunables; the defaults suit tiny.en on two CPU cores."""
+
+    step_seconds: float = 0.5
+    min_speech_seconds: float = 0.25
+    end_silence_seconds: float = 0.5
+    pre_roll_seconds: float = 0.5
+    max_buffer_seconds: float = 12.0
+    max_utterance_seconds: float = 12.0
+    pad_seconds: float = 3.0
+    max_batch: int = 8
+    hold_seconds: float = 0.3
+    """Agreed words ending this close to the audio's end are not final yet (may be cut)."""
+    max_tentative_seconds: float = 2.0
+    """A word this old (behind the audio's end) is finalised even without agreement."""
+    min_window_seconds: float = 2.5
+    """No word of an utterance is final before this much of it was heard."""
+    final_beam_size: int = 4
+    """Beam width of the last transcription of an utterance (the steps decode greedily)."""
+    fallback_beam_size: int = 4
+    """Beam width of the second decode of a span whose greedy decode looks broken."""
+    max_unheard_seconds: float = 1.2
+    """A decode whose last word ends this long before its audio does stopped early (the
+    VAD closes an utterance after less silence than this)."""
+    max_word_seconds: float = 2.0
+    """A word aligned longer than this covers speech the decode has no text for."""
+    cpu_threads: int = 1
+    """Threads of one transcription; ``workers`` of them run at once."""
+    workers: int = 2
+    """Transcriptions of one step that run in parallel (CTranslate2 releases the GIL):
+    the speakers of a step are split into this many batches, which keeps both cores
+    busy where one batched call used little more than one."""
+    vad_threshold: float = 0.5
+    # Hypotheses that look like Whisper's hallucinations on non-speech are dropped.
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4

@@ -1,0 +1,130 @@
+"""An utterance's life in one session: opened by the VAD, re-transcribed while it grows,
+finalised word by word through LocalAgreement, trimmed when long, closed on silence.
+
+While speech goes on, the utterance's audio buffer is re-transcribed after every
+``step_seconds`` of new audio; LocalAgreement-2 finalises the words two consecutive
+hypotheses agree on, and the rest is shown as the partial tail. When the VAD hears
+``end_silence_seconds`` of silence, the buffer is transcribed once more (with beam search)
+and the utterance closes with every word final. Buffers longer than
+``max_buffer_seconds`` are trimmed at a committed word, and a caption longer than
+``max_utterance_seconds`` is closed at a committed word, so compute per step and caption
+length stay bounded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from captions.engines.whisper.batching import BatchTranscriber
+from captions.engines.whisper.session import Hypothesis, WhisperSession
+from captions.engines.whisper.settings import WhisperSettings
+from captions.vad import SAMPLE_RATE, SpeechChange
+
+
+def samples(seconds: float) -> int:
+    return round(seconds * SAMPLE_RATE)
+
+
+class Utterances:
+    """Drives the utterances of sessions; transcriptions go through ``transcriber``."""
+
+    def __init__(self, settings: WhisperSettings, transcriber: BatchTranscriber) -> None:
+        self.settings = settings
+        self.transcriber = transcriber
+
+    def ingest(self, s: WhisperSession) -> None:
+        """Takes the session's new audio through the VAD, opening and closing utterances."""
+        assert s.vad is not None
+        offset, pcm = s.inbox.take()
+        if pcm.size and offset != s.position:
+            # Old audio was dropped (the engine fell behind): close what we had and
+            # restart recognition at the new position.
+            self.close(s, s.position)
+            s.audio, s.audio_start = np.zeros(0, dtype=np.float32), offset
+            s.vad.reset(offset)
+        if pcm.size:
+            s.audio = np.concatenate([s.audio, pcm])
+            for change in s.vad.feed(pcm):
+                self._on_change(s, change)
+
+    def due(self, s: WhisperSession) -> bool:
+        """The open utterance grew by a step since its last transcription."""
+        return s.active and s.position - s.transcribed_to >= samples(self.settings.step_seconds)
+
+    def _on_change(self, s: WhisperSession, change: SpeechChange) -> None:
+        if change.kind == "start" and not s.active:
+            s.active = True
+            s.buffer_start = max(
+                s.audio_start, change.sample - samples(self.settings.pre_roll_seconds)
+            )
+            s.transcribed_to = s.utterance_start = s.buffer_start
+            s.detected_language = None
+        elif change.kind == "end" and s.active:
+            # A little trailing silence helps Whisper end the last word cleanly.
+            end = min(s.position, change.sample + samples(0.2))
+            self.close(s, end)
+
+    def update(self, s: WhisperSession, hypothesis: Hypothesis) -> None:
+        """A new hypothesis of the open utterance's buffer; LocalAgreement decides what is final."""
+        s.transcribed_to = s.position
+        if not hypothesis.words and (s.agreement.tail or s.agreement.committed):
+            # The VAD hears speech: an empty look is a recogniser miss, not a retraction.
+            return
+        s.last_hypothesis = (s.buffer_start, s.position, hypothesis)
+        commit = s.agreement.insert(
+            hypothesis.words,
+            audio_end=s.position / SAMPLE_RATE,
+            utterance_start=s.utterance_start / SAMPLE_RATE,
+        )
+        s.track.update(commit=commit, tail=s.agreement.tail)
+        self._trim(s)
+
+    def _trim(self, s: WhisperSession) -> None:
+        settings = self.settings
+        committed = s.agreement.committed
+        buffer_seconds = (s.position - s.buffer_start) / SAMPLE_RATE
+        if buffer_seconds > settings.max_buffer_seconds and committed:
+            tail = s.agreement.tail
+            # The earlier of the two: the last word's end is often stretched too late.
+            cut = min(committed[-1].end, tail[0].start) if tail else committed[-1].end
+            cut_sample = min(s.position, max(s.buffer_start, round(cut * SAMPLE_RATE)))
+            s.buffer_start = cut_sample
+            s.agreement.trim(cut_sample / SAMPLE_RATE)
+        elif buffer_seconds > 2 * settings.max_buffer_seconds:
+            # No agreement for a long time (e.g. endless non-speech): give up on the buffer.
+            self.close(s, s.position)
+            s.active = True
+            s.buffer_start = s.transcribed_to = s.utterance_start = s.position
+            return
+        finals = s.track.final_words
+        if finals and finals[-1].end - finals[0].start > settings.max_utterance_seconds:
+            # Readability: a long caption closes at its last final word; the tail moves on.
+            s.track.end_utterance(tail=())
+
+    def close(self, s: WhisperSession, end: int) -> None:
+        """Ends the open utterance at ``end`` (absolute sample): a last look makes every
+        word final."""
+        if s.active and end - s.buffer_start >= samples(0.1):
+            last = s.last_hypothesis
+            # A greedy last look at the span the latest step decoded would repeat it.
+            if self.settings.final_beam_size == 1 and last and last[:2] == (s.buffer_start, end):
+                words = last[2].words
+            else:
+                words = self.transcriber.transcribe(
+                    s, s.buffer_start, end, beam_size=self.settings.final_beam_size
+                ).words
+            # An empty last look (short audio, or judged non-speech) keeps the tail that
+            # was shown rather than silently dropping words the reader already saw.
+            s.track.end_utterance(tail=s.agreement.finish(words or None))
+        elif s.track.is_open:
+            s.track.end_utterance()
+        s.agreement.reset(keep_prompt=True)
+        s.active = False
+        s.last_hypothesis = None
+
+    def forget_old_audio(self, s: WhisperSession) -> None:
+        keep_from = s.buffer_start if s.active else s.position - samples(1.0)
+        drop = keep_from - s.audio_start
+        if drop > 0:
+            s.audio = s.audio[drop:]
+            s.audio_start = keep_from

