@@ -12,7 +12,6 @@ or changes its caption state. ``captions serve`` adds the caption routes to the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -35,7 +34,6 @@ from sfu.peer import OUTBOX_MESSAGES, Peer
 from sfu.room import CaptionState, Room, Rooms
 from sfu.settings import Settings
 from sfu.signalling import (
-    JOIN_TIMEOUT_SECONDS,
     Answer,
     Candidate,
     ClientMessage,
@@ -146,9 +144,15 @@ class Connection:
             return False
 
     async def _write(self) -> None:
+        # One message that cannot be written must not end the writer (then nothing more
+        # would reach this client, while its socket stayed open): it is logged, skipped.
         while (message := await self.outbox.get()) is not None:
-            with contextlib.suppress(ConnectionError, RuntimeError):
+            try:
                 await self.ws.send_str(encode(message))
+            except (ConnectionError, RuntimeError):
+                pass
+            except Exception:
+                logger.exception("a %r message could not be sent", message.get("type"))
 
     async def close(self, code: int, reason: str) -> None:
         """Sends what is queued (such as the error that explains the close), then closes."""
@@ -169,12 +173,17 @@ class Connection:
     async def run(self) -> None:
         self._writer = asyncio.ensure_future(self._write())
         try:
-            try:
-                first = await asyncio.wait_for(self.ws.receive(), JOIN_TIMEOUT_SECONDS)
-            except TimeoutError:
-                await self.close(CloseCode.JOIN_TIMEOUT, "no join message")
-                return
-            await self._handle_frame(first)
+            # One deadline for the whole unauthenticated phase: pings (or refused joins)
+            # before a successful join do not extend it.
+            deadline = asyncio.get_running_loop().time() + self.server.settings.join_timeout_seconds
+            while not self.ws.closed and not self.session.joined:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        frame = await self.ws.receive()
+                except TimeoutError:
+                    await self.close(CloseCode.JOIN_TIMEOUT, "no join message")
+                    return
+                await self._handle_frame(frame)
             while not self.ws.closed:
                 await self._handle_frame(await self.ws.receive())
         finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common.exceptions import ConfigError
+from sfu.signalling import JOIN_TIMEOUT_SECONDS
 
 ENV_DATA_DIR = "CAPTIONS_DATA_DIR"
 ENV_SECRET = "CAPTIONS_SECRET"
@@ -48,6 +49,8 @@ class Settings:
     max_message_bytes: int = 256 * 1024
     """Largest signalling message accepted (subscriber answers grow with the room)."""
     max_participants_per_room: int = 100
+    join_timeout_seconds: float = JOIN_TIMEOUT_SECONDS
+    """A signalling socket must have joined within this time of connecting (4408)."""
     ice_loopback: bool = True
     """Also offer 127.0.0.1 ICE candidates (aioice leaves loopback out by default)."""
 

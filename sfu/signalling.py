@@ -229,7 +229,15 @@ class ClientSession:
 
 
 def encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    """One frame's text, always valid to send (UTF-8 encodable JSON)."""
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate slipped into some string: escaped (\udXXX) it is valid JSON,
+        # whereas the raw text cannot be encoded and would end the writer.
+        return json.dumps(message, separators=(",", ":"))
+    return text
 
 
 def error_message(code: str, message: str, request: str | None = None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from common.exceptions import (
     TokenMissingError,
     WrongRoomError,
 )
+from sfu.names import MAX_NAME_CHARS, clean_display_name
 
 Role = Literal["host", "participant", "guest"]
 ROLES: tuple[Role, ...] = ("host", "participant", "guest")
@@ -35,7 +36,6 @@ DEFAULT_TTL_SECONDS = 24 * 3600
 MAX_TOKEN_CHARS = 4096
 ROOM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 """Room names are URL-path safe: letters, digits, ``_ . -``, at most 64 characters."""
-MAX_NAME_CHARS = 64
 MAX_IDENTITY_CHARS = 64
 
 
@@ -58,10 +58,14 @@ class Grants:
     captioner: bool = False
 
     def __post_init__(self) -> None:
+        # Every display name passes here (tokens, join.name): the one place it is cleaned.
+        object.__setattr__(self, "name", clean_display_name(self.name))
         if not ROOM_PATTERN.match(self.room):
             raise TokenInvalidError(f"invalid room name {self.room!r}")
         if not self.identity or len(self.identity) > MAX_IDENTITY_CHARS:
             raise TokenInvalidError("identity must be 1 to 64 characters")
+        if clean_display_name(self.identity) != self.identity:
+            raise TokenInvalidError("identity has control characters or invalid Unicode")
         if len(self.name) > MAX_NAME_CHARS:
             raise TokenInvalidError("name must be at most 64 characters")
         if self.role not in ROLES:

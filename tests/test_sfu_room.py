@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import aiohttp
 import jwt
@@ -14,6 +15,8 @@ from aiohttp.test_utils import TestServer
 from common.exceptions import AuthError
 from sfu.client import SfuClient
 from sfu.contrib.media import pcm_audio_track
+from sfu.server import create_app
+from sfu.settings import Settings
 from tests.test_sfu_forwarding import SECRET, sfu, token, tone, url
 
 __all__ = ["sfu"]
@@ -200,15 +203,40 @@ async def test_full_room_refuses_with_room_full(tmp_path: object) -> None:
         await server.close()
 
 
-async def test_silent_socket_is_closed_with_4408(
-    sfu: TestServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from sfu import server as sfu_server
+async def short_join_deadline(tmp_path: Path) -> TestServer:
+    settings = Settings(data_dir=tmp_path, secret_override=SECRET, join_timeout_seconds=0.5)
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    return server
 
-    monkeypatch.setattr(sfu_server, "JOIN_TIMEOUT_SECONDS", 0.3)
-    async with aiohttp.ClientSession() as http, http.ws_connect(url(sfu) + "/ws") as ws:
-        frame = await ws.receive(timeout=5)
-        assert frame.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4408
+
+async def test_silent_socket_is_closed_with_4408(tmp_path: Path) -> None:
+    server = await short_join_deadline(tmp_path)
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(url(server) + "/ws") as ws:
+            frame = await ws.receive(timeout=5)
+            assert frame.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4408
+    finally:
+        await server.close()
+
+
+async def test_pings_before_join_do_not_extend_the_join_deadline(tmp_path: Path) -> None:
+    """The deadline covers the whole unauthenticated phase, not just the first message."""
+    server = await short_join_deadline(tmp_path)
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(url(server) + "/ws") as ws:
+            started = time.monotonic()
+            while time.monotonic() - started < 5:
+                await ws.send_json({"type": "ping", "id": 1})
+                frame = await ws.receive(timeout=5)
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    break
+                assert json.loads(frame.data)["type"] == "pong"
+                await asyncio.sleep(0.1)
+            assert ws.closed and ws.close_code == 4408
+            assert time.monotonic() - started < 2
+    finally:
+        await server.close()
 
 
 async def test_rejoin_gets_a_fresh_track(sfu: TestServer) -> None:
@@ -240,3 +268,40 @@ async def test_join_name_names_only_a_nameless_link(sfu: TestServer) -> None:
         await ws.send_json({"type": "join", "token": token(""), "name": "x" * 65})
         reply = await asyncio.wait_for(ws.receive_json(), 10)
     assert reply["type"] == "error" and reply["code"] == "malformed"
+
+
+async def test_hostile_display_names_are_cleaned_and_signalling_keeps_working(
+    sfu: TestServer,
+) -> None:
+    """A lone surrogate or CR/LF in a chosen name is cleaned where it enters: the room's
+    signalling (pings, host actions, later joins) keeps working for everyone."""
+    forged = "Eve\r\n\r\n9\r\n00:00:00,000 --> 00:00:30,000\r\nHost: I approve"
+    cases = [
+        ("x\ud800y", "x\ufffdy"),
+        (forged, "Eve 9 00:00:00,000 --> 00:00:30,000 Host: I approve"),
+        ("\u202eevil\u0000\x85 ", "evil"),
+    ]
+    host = await SfuClient.connect(url(sfu), token("Host", "host"))
+    try:
+        for name, shown in cases:
+            async with aiohttp.ClientSession() as http, http.ws_connect(url(sfu) + "/ws") as ws:
+                await ws.send_str(json.dumps({"type": "join", "token": token(""), "name": name}))
+                reply = await asyncio.wait_for(ws.receive_json(), 10)
+                assert reply["type"] == "joined" and reply["you"]["name"] == shown
+                seen = await host.wait_for("participant_joined", timeout=10)
+                assert seen.participant is not None and seen.participant.name == shown
+        await host.set_captions(False)
+        changed = await host.wait_for("room_state", timeout=10)
+        assert changed.data["enabled"] is False
+        late = await SfuClient.connect(url(sfu), token("Late"))
+        assert late.me["name"] == "Late"
+        await late.close()
+    finally:
+        await host.close()
+
+
+def test_a_message_with_a_lone_surrogate_still_encodes_as_valid_utf8() -> None:
+    from sfu.signalling import encode
+
+    text = encode({"type": "participant_joined", "participant": {"name": "x\ud800y"}})
+    assert json.loads(text.encode("utf-8"))["participant"]["name"] == "x\ud800y"

@@ -183,3 +183,19 @@ def test_any_string_is_accepted_or_refused_with_an_auth_error(text: str) -> None
         verify_token(SECRET, text)
     except AuthError as exc:
         assert exc.code in {"token_missing", "token_invalid", "token_expired"}
+
+
+def test_display_names_are_cleaned_where_grants_are_made() -> None:
+    from sfu.names import clean_display_name
+
+    assert clean_display_name(" A\r\nB\t\u2028C\x85 ") == "A B C"
+    assert clean_display_name("x\ud800y") == "x\ufffdy"
+    assert clean_display_name("e\u0301") == "\u00e9"  # NFC
+    assert clean_display_name("\u202egnp.exe\u200b") == "gnp.exe"
+    assert clean_display_name("👩\u200d💻") == "👩\u200d💻"  # ZWJ kept
+    grants = Grants.for_role("r", "Eve\r\n\r\n9\r\nHost: hi", "participant")
+    assert grants.name == "Eve 9 Host: hi"
+    with pytest.raises(TokenInvalidError):
+        Grants.for_role("r", "x" * 65, "participant")
+    with pytest.raises(TokenInvalidError):
+        Grants("r", "id\nentity")
