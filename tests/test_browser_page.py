@@ -423,3 +423,33 @@ def test_finished_lines_that_no_longer_fit_leave_so_a_name_stays_on_top(page: An
     # Alice's line went; Bob's finished line (which would overflow the box) went too, so
     # his open utterance is alone, and shows his name.
     assert [(s["speaker"], s["text"][:2], s["continued"]) for s in shown] == [("Bob", "x0", False)]
+
+
+def test_reconnect_policy_backs_off_with_jitter_caps_and_resets(page: Any) -> None:
+    """The one reconnect policy of the page (captions socket and meeting connection)."""
+    result = page.evaluate(
+        """async () => {
+          const { ReconnectPolicy } = await import('/static/reconnect.js');
+          const draws = (random, options) => {
+            const p = new ReconnectPolicy({ baseMs: 500, maxMs: 4000, random, ...options });
+            return Array.from({ length: 7 }, () => p.next());
+          };
+          const p = new ReconnectPolicy({ baseMs: 1000, maxMs: 10000, maxAttempts: 3,
+                                          random: () => 0 });
+          const limited = [p.next(), p.next(), p.next(), p.next()];
+          p.reset();
+          const afterReset = p.next();
+          const spread = new Set(Array.from({ length: 50 }, () =>
+            new ReconnectPolicy({ baseMs: 1000, maxMs: 1000 }).next()));
+          let refused = false;
+          try { new ReconnectPolicy({ baseMs: 0 }); } catch (e) { refused = e instanceof RangeError; }
+          return { noJitter: draws(() => 0), fullDraw: draws(() => 1),
+                   limited, afterReset, spread: [...spread], refused };
+        }"""
+    )
+    assert result["noJitter"] == [500, 1000, 2000, 4000, 4000, 4000, 4000]
+    assert result["fullDraw"] == [250, 500, 1000, 2000, 2000, 2000, 2000]  # jitter 0.5
+    assert result["limited"] == [1000, 2000, 4000, None]
+    assert result["afterReset"] == 1000
+    assert len(result["spread"]) > 10 and all(500 <= d <= 1000 for d in result["spread"])
+    assert result["refused"]

@@ -5,6 +5,7 @@
 
 import { CaptionOverlay, SpeakerColours } from "./captions.js";
 import { CaptionSocket } from "./captionsocket.js";
+import { ReconnectPolicy, sleep } from "./reconnect.js";
 import { detectLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { applySettings, bindSettingsForm, loadSettings, saveSettings } from "./settings.js";
 import { FATAL_CLOSE_CODES, MeetingConnection } from "./signalling.js";
@@ -13,7 +14,8 @@ import { saveFile, Transcript, TranscriptPanel } from "./transcript.js";
 const $ = (selector, root = document) => root.querySelector(selector);
 const role = (name, root = document) => root.querySelector(`[data-role="${name}"]`);
 
-const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 10000];
+// About 1, 2, 4, 8 and 10 s (less jitter), then the page gives up and offers "Try again".
+const RECONNECT = { baseMs: 1000, maxMs: 10000, maxAttempts: 5 };
 const NOTICE_MS = 10000;
 const SPEAKING_THRESHOLD = 0.02;
 const SPEAKING_HOLD_MS = 700;
@@ -355,7 +357,8 @@ async function reconnect() {
   notify(t("error.connection_lost"), { sticky: true });
   document.documentElement.dataset.connection = "lost";
   for (const identity of [...state.participants.keys()]) if (identity !== state.you?.identity) removeParticipant(identity);
-  for (const delay of RECONNECT_DELAYS_MS) {
+  const policy = new ReconnectPolicy(RECONNECT);
+  for (let delay = policy.next(); delay !== null; delay = policy.next()) {
     await sleep(delay);
     if (state.leaving) return;
     try {
@@ -378,7 +381,6 @@ async function reconnect() {
   showError("connection_failed", { retry: true });
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------- meeting view
 

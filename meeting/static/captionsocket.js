@@ -1,15 +1,16 @@
 // The /captions WebSocket (docs/captions-api.md): authenticates with an `auth` message
 // (so the token stays out of URLs and server logs), then receives hello, backlog,
-// room_state and live caption events. Reconnects with backoff unless the token itself
+// room_state and live caption events. Reconnects (reconnect.js) unless the token itself
 // was refused; the backlog after a reconnect refills whatever was missed.
 //
 // Events: state {state: "connecting"|"open"|"closed"|"refused", code}, hello, backlog,
 // room_state, caption, transcript_deleted (detail = the message).
 
+import { ReconnectPolicy } from "./reconnect.js";
+
 // Authentication refused (bad, expired or other-room token): retrying cannot help.
 const REFUSED = new Set([4401, 4403]);
 const PING_MS = 20000;
-const MAX_BACKOFF_MS = 10000;
 
 export class CaptionSocket extends EventTarget {
   constructor({ url, token }) {
@@ -18,7 +19,7 @@ export class CaptionSocket extends EventTarget {
     this.token = token;
     this.ws = null;
     this.stopped = false;
-    this.attempt = 0;
+    this.backoff = new ReconnectPolicy({ baseMs: 500, maxMs: 10000 });
     this.pingTimer = null;
     this.retryTimer = null;
   }
@@ -51,7 +52,7 @@ export class CaptionSocket extends EventTarget {
       }
       if (!data || typeof data.type !== "string") return;
       if (data.type === "hello") {
-        this.attempt = 0;
+        this.backoff.reset();
         this.emit("state", { state: "open" });
       }
       if (["hello", "backlog", "room_state", "caption", "transcript_deleted"].includes(data.type)) {
@@ -68,8 +69,7 @@ export class CaptionSocket extends EventTarget {
         return;
       }
       this.emit("state", { state: "closed", code: event.code });
-      const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** this.attempt++);
-      this.retryTimer = setTimeout(() => this.open(), delay);
+      this.retryTimer = setTimeout(() => this.open(), this.backoff.next());
     });
   }
 
