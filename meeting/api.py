@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -22,32 +21,39 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from captions.events import CaptionEvent
 from captions.formats import MEDIA_TYPES, render
 from common.aio import cancel_and_wait
 from common.exceptions import (
     AuthError,
     ForbiddenError,
-    MalformedMessageError,
+    ProtocolError,
     TokenMissingError,
     UnknownFormatError,
 )
-from meeting.hub import CaptionHub, Message, Subscription
+from meeting.hub import CaptionHub, Subscription
+from meeting.protocol import (
+    CLIENT_MAX_BYTES,
+    Ack,
+    Auth,
+    CloseCode,
+    Error,
+    Hello,
+    Person,
+    Ping,
+    Pong,
+    Publication,
+    PublishReply,
+    ServerMessage,
+    close_code_for,
+    parse_client,
+    parse_publish,
+    serialize_publish_reply,
+    serialize_server,
+)
+from sfu.signalling import error_code
 from sfu.tokens import Grants, require_host, verify_token
 
 log = logging.getLogger(__name__)
-
-# Shared with the signalling socket (docs/signalling.md); the close reason names the code.
-CLOSE_CODES = {
-    "token_missing": 4401,
-    "token_invalid": 4401,
-    "token_expired": 4401,
-    "wrong_room": 4403,
-    "forbidden": 4403,
-}
-CLOSE_AUTH_TIMEOUT = 4408
-CLOSE_TOO_SLOW = 4008
-CLOSE_SHUTDOWN = 1001
 
 
 @dataclass(frozen=True)
@@ -104,28 +110,23 @@ class CaptionsApi:
         grants = await self._authenticate(ws, request, first_message=True)
         if grants is None:
             return ws
-        hello = {
-            "type": "hello",
-            "room": grants.room,
-            "identity": grants.identity,
-            "role": grants.role,
-            "limits": {
-                "max_message_bytes": self.limits.max_client_message_bytes,
-                "max_pending_finals": self.hub.max_pending_finals,
-            },
-        }
+        hello = Hello(
+            room=grants.room,
+            identity=grants.identity,
+            role=grants.role,
+            max_message_bytes=self.limits.max_client_message_bytes,
+            max_pending_finals=self.hub.max_pending_finals,
+        )
         sub = self.hub.subscribe(grants.room, hello)
         sender = asyncio.create_task(self._send_loop(ws, sub))
         sub.on_overflow = lambda: self._spawn(self._drop_slow(ws, sub))
         self._sockets.add(ws)
         try:
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    reply = _client_reply(msg.data)
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    reply = _client_reply(msg.data, max_bytes=self.limits.max_client_message_bytes)
                     if reply is not None:
                         sub.put(reply)
-                elif msg.type == WSMsgType.BINARY:
-                    sub.put(_error("malformed", "binary frames are not accepted"))
         finally:
             self._sockets.discard(ws)
             self.hub.unsubscribe(sub)
@@ -140,7 +141,7 @@ class CaptionsApi:
             while (message := await sub.next()) is not None:
                 try:
                     await asyncio.wait_for(
-                        ws.send_str(json.dumps(message)), self.limits.send_timeout_seconds
+                        ws.send_str(serialize_server(message)), self.limits.send_timeout_seconds
                     )
                 except TimeoutError:
                     log.info("dropping a /captions client of %s: a send took too long", sub.room)
@@ -157,7 +158,7 @@ class CaptionsApi:
             # queue behind it and the socket would linger for close_timeout_seconds.
             _abort(ws)
             return
-        await self._close(ws, CLOSE_TOO_SLOW, "too_slow")
+        await self._close(ws, CloseCode.TOO_SLOW, "too_slow")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -190,25 +191,22 @@ class CaptionsApi:
         try:
             msg = await ws.receive(timeout=self.limits.auth_timeout_seconds)
         except TimeoutError:
-            await self._close(ws, CLOSE_AUTH_TIMEOUT, "token_missing")
+            await self._close(ws, CloseCode.TIMEOUT, "token_missing")
             raise TokenMissingError("no auth message within the time limit") from None
-        if msg.type != WSMsgType.TEXT:
-            raise TokenMissingError("the first message must be an auth message")
         try:
-            data = json.loads(msg.data)
-        except ValueError:
-            raise TokenMissingError("the first message must be an auth message") from None
-        if not isinstance(data, dict) or data.get("type") != "auth":
+            message = parse_client(msg.data, max_bytes=self.limits.max_client_message_bytes)
+        except ProtocolError:
+            message = None
+        if msg.type != WSMsgType.TEXT or not isinstance(message, Auth):
             raise TokenMissingError("the first message must be an auth message")
-        token = data.get("token")
-        return token if isinstance(token, str) else ""
+        return message.token
 
     async def _refuse(self, ws: web.WebSocketResponse, exc: AuthError) -> None:
         if ws.closed:
             return
         with contextlib.suppress(ConnectionError):
-            await ws.send_json(_error(exc.code, str(exc)))
-        await self._close(ws, CLOSE_CODES.get(exc.code, 4401), exc.code)
+            await ws.send_str(serialize_server(Error(exc.code, str(exc))))
+        await self._close(ws, close_code_for(exc.code), exc.code)
 
     # -- /captions/publish ------------------------------------------------------------
 
@@ -230,34 +228,28 @@ class CaptionsApi:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     continue
-                try:
-                    ack = self._accept_publication(room, msg.data)
-                except MalformedMessageError as exc:
-                    await ws.send_json(_error("malformed", str(exc)))
-                    continue
-                if ack is not None:
-                    await ws.send_json(ack)
+                reply = self._accept_publication(room, msg.data)
+                if reply is not None:
+                    await ws.send_str(serialize_publish_reply(reply))
         finally:
             self._sockets.discard(ws)
             self.hub.captioner_detached(room)
         return ws
 
-    def _accept_publication(self, room: str, text: str) -> Message | None:
+    def _accept_publication(self, room: str, text: str) -> PublishReply | None:
+        """Hands one sidecar message to the hub; the reply, if any (ack, error)."""
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise MalformedMessageError(f"not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise MalformedMessageError("not a JSON object")
-        if data.get("type") == "room_state":
-            self.hub.update_status(room, data)
+            message = parse_publish(text, max_bytes=self.limits.max_publish_message_bytes)
+        except ProtocolError as exc:
+            return Error(error_code(exc), str(exc)[:200])
+        if not isinstance(message, Publication):
+            self.hub.update_status(room, message)
             return None
-        event = CaptionEvent.from_json(data)
-        stream, started, seq = data.get("stream"), data.get("stream_started_at"), data.get("seq")
-        if not isinstance(stream, str) or not isinstance(started, int | float):
-            raise MalformedMessageError("a caption needs 'stream' and 'stream_started_at'")
-        self.hub.publish(room, event, stream=stream, stream_started_at=float(started))
-        return {"type": "ack", "seq": seq} if event.kind == "final" else None
+        event = message.event
+        self.hub.publish(
+            room, event, stream=message.stream, stream_started_at=message.stream_started_at
+        )
+        return Ack(message.seq) if event.kind == "final" else None
 
     # -- transcripts ------------------------------------------------------------------
 
@@ -293,16 +285,14 @@ class CaptionsApi:
             grants = self._host_of(request)
         except AuthError as exc:
             return web.json_response({"error": exc.code}, status=exc.http_status)
-        self.hub.delete_transcript(
-            grants.room, {"identity": grants.identity, "name": grants.display_name}
-        )
+        self.hub.delete_transcript(grants.room, Person(grants.identity, grants.display_name))
         return web.Response(status=204)
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def _close_sockets(self, app: web.Application) -> None:
         await asyncio.gather(
-            *(self._close(ws, CLOSE_SHUTDOWN, "shutdown") for ws in list(self._sockets)),
+            *(self._close(ws, CloseCode.GOING_AWAY, "shutdown") for ws in list(self._sockets)),
             return_exceptions=True,
         )
 
@@ -337,27 +327,17 @@ def _backed_up(ws: web.WebSocketResponse) -> bool:
     return transport is not None and transport.get_write_buffer_size() > 0
 
 
-def _error(code: str, message: str) -> Message:
-    return {"type": "error", "code": code, "message": message}
-
-
-def _client_reply(text: str) -> Message | None:
-    """Answers one client message on /captions (ping); errors for anything else."""
+def _client_reply(data: str | bytes, *, max_bytes: int = CLIENT_MAX_BYTES) -> ServerMessage | None:
+    """Answers one page message on /captions (ping); an error for anything else."""
     try:
-        data: Any = json.loads(text)
-    except ValueError:
-        return _error("malformed", "not JSON")
-    if not isinstance(data, dict):
-        return _error("malformed", "not a JSON object")
-    kind = data.get("type")
-    if kind == "ping":
-        reply: Message = {"type": "pong"}
-        if isinstance(data.get("id"), int | str):
-            reply["id"] = data["id"]
-        return reply
-    if kind == "auth":
-        return _error("malformed", "already authenticated")
-    return _error("unknown_type", f"unknown message type {kind!r}")
+        message = parse_client(data, max_bytes=max_bytes)
+    except ProtocolError as exc:
+        return Error(error_code(exc), str(exc)[:200])
+    if isinstance(message, Ping):
+        return Pong(message.id)
+    if isinstance(message, Auth):
+        return Error("malformed", "already authenticated")
+    return Error("forbidden", "host actions are not accepted here yet")
 
 
 def install_captions_api(

@@ -11,7 +11,7 @@ own :class:`ClientQueue`; a slow client therefore never delays the others.
 - a ``room_state`` replaces the pending one;
 - every other message (finals, backlog, notices) is kept; when more than
   ``max_finals`` of them are pending the queue is *overflowed*: the client is closed
-  (code 4008, ``too_slow``) and can reconnect to get the backlog.
+  (``CloseCode.TOO_SLOW``, ``too_slow``) and can reconnect to get the backlog.
 """
 
 from __future__ import annotations
@@ -21,19 +21,26 @@ import logging
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
 
 from captions.events import CaptionEvent
+from meeting.protocol import (
+    Backlog,
+    Caption,
+    Hello,
+    Person,
+    RoomState,
+    ServerMessage,
+    SidecarStatus,
+    TranscriptDeleted,
+)
 from meeting.store import TranscriptStore
 
 log = logging.getLogger(__name__)
 
-Message = dict[str, Any]
-
 
 @dataclass(eq=False)
 class _Slot:
-    message: Message | None
+    message: ServerMessage | None
     key: Hashable | None = None
 
 
@@ -51,7 +58,7 @@ class ClientQueue:
     def __len__(self) -> int:
         return self._kept + len(self._by_key)
 
-    def put(self, message: Message) -> None:
+    def put(self, message: ServerMessage) -> None:
         if self.overflowed:
             return
         key = _coalescing_key(message)
@@ -65,7 +72,7 @@ class ClientQueue:
             self._by_key[key] = slot
             self._slots.append(slot)
             return
-        if message.get("type") == "caption":  # a final supersedes its pending partial
+        if isinstance(message, Caption):  # a final supersedes its pending partial
             stale = self._by_key.pop(_utterance_key(message), None)
             if stale is not None:
                 stale.message = None
@@ -76,7 +83,7 @@ class ClientQueue:
         self._slots.append(_Slot(message))
         self._kept += 1
 
-    def take(self) -> Message | None:
+    def take(self) -> ServerMessage | None:
         """The next message to send, or None when empty."""
         while self._slots:
             slot = self._slots.popleft()
@@ -90,15 +97,14 @@ class ClientQueue:
         return None
 
 
-def _utterance_key(message: Message) -> Hashable:
-    return ("caption", message.get("speaker"), message.get("utterance"))
+def _utterance_key(message: Caption) -> Hashable:
+    return ("caption", message.event.speaker.id, message.event.utterance)
 
 
-def _coalescing_key(message: Message) -> Hashable | None:
-    kind = message.get("type")
-    if kind == "caption" and message.get("kind") == "partial":
+def _coalescing_key(message: ServerMessage) -> Hashable | None:
+    if isinstance(message, Caption) and message.event.kind == "partial":
         return _utterance_key(message)
-    if kind == "room_state":
+    if isinstance(message, RoomState):
         return ("room_state",)
     return None
 
@@ -112,14 +118,14 @@ class Subscription:
         self._ready = asyncio.Event()
         self.on_overflow: Callable[[], None] = lambda: None
 
-    def put(self, message: Message) -> None:
+    def put(self, message: ServerMessage) -> None:
         was = self.queue.overflowed
         self.queue.put(message)
         self._ready.set()
         if self.queue.overflowed and not was:
             self.on_overflow()
 
-    async def next(self) -> Message | None:
+    async def next(self) -> ServerMessage | None:
         """Waits for the next message; None once the queue overflowed."""
         while True:
             if self.queue.overflowed:
@@ -132,32 +138,33 @@ class Subscription:
 
 
 @dataclass
-class RoomState:
+class RoomCaptions:
+    """A room's caption state; :meth:`message` is what pages are told."""
+
     room: str
-    captions: str = "on"
+    enabled: bool = True
     language: str | None = None
-    changed_by: dict[str, str] | None = None
+    changed_by: Person | None = None
     captioners: int = 0
     degraded: bool = False
     participants: int = 0
     languages: tuple[str, ...] = ()
 
-    def to_json(self) -> Message:
-        return {
-            "type": "room_state",
-            "room": self.room,
-            "captions": self.captions,
-            "language": self.language,
-            "changed_by": self.changed_by,
-            "captioner": "connected" if self.captioners > 0 else "absent",
-            "degraded": self.degraded,
-            "languages": list(self.languages),
-        }
+    def message(self) -> RoomState:
+        return RoomState(
+            room=self.room,
+            enabled=self.enabled,
+            language=self.language,
+            changed_by=self.changed_by,
+            captioner=self.captioners > 0,
+            degraded=self.degraded,
+            languages=self.languages,
+        )
 
 
 @dataclass
 class _Room:
-    state: RoomState
+    state: RoomCaptions
     subscribers: set[Subscription] = field(default_factory=set)
 
 
@@ -175,10 +182,10 @@ class CaptionHub:
     def _room(self, room: str) -> _Room:
         entry = self._rooms.get(room)
         if entry is None:
-            entry = self._rooms[room] = _Room(RoomState(room))
+            entry = self._rooms[room] = _Room(RoomCaptions(room))
         return entry
 
-    def state(self, room: str) -> RoomState:
+    def state(self, room: str) -> RoomCaptions:
         return self._room(room).state
 
     def subscribers(self, room: str) -> int:
@@ -187,13 +194,12 @@ class CaptionHub:
 
     # -- clients --------------------------------------------------------------------
 
-    def subscribe(self, room: str, hello: Message) -> Subscription:
+    def subscribe(self, room: str, hello: Hello) -> Subscription:
         """Registers a client; its queue starts with hello, the backlog and the room state."""
         sub = Subscription(room, max_finals=self.max_pending_finals)
         sub.put(hello)
-        recent = self.store.recent(room, self.backlog)
-        sub.put({"type": "backlog", "captions": [e.to_json() for e in recent]})
-        sub.put(self.state(room).to_json())
+        sub.put(Backlog(tuple(self.store.recent(room, self.backlog))))
+        sub.put(self.state(room).message())
         self._room(room).subscribers.add(sub)
         return sub
 
@@ -203,7 +209,7 @@ class CaptionHub:
             entry.subscribers.discard(sub)
             self._forget_if_idle(sub.room)
 
-    def _broadcast(self, room: str, message: Message) -> None:
+    def _broadcast(self, room: str, message: ServerMessage) -> None:
         for sub in list(self._room(room).subscribers):
             sub.put(message)
 
@@ -219,40 +225,25 @@ class CaptionHub:
             )
             if not stored:
                 return  # a resend after a reconnect: clients already have it
-        self._broadcast(room, event.to_json())
+        self._broadcast(room, Caption(event))
 
-    def update_status(self, room: str, status: Message) -> None:
+    def update_status(self, room: str, status: SidecarStatus) -> None:
         """Applies a sidecar status (captions, language, changed_by, degraded, participants)."""
         state = self.state(room)
-        before = state.to_json()
-        if status.get("captions") in ("on", "off"):
-            state.captions = status["captions"]
-        if "language" in status:
-            language = status["language"]
-            state.language = language if isinstance(language, str) else None
-        changed_by = status.get("changed_by")
-        if isinstance(changed_by, dict):
-            state.changed_by = {
-                "identity": str(changed_by.get("identity", "")),
-                "name": str(changed_by.get("name", "")),
-            }
-        languages = status.get("languages")
-        if isinstance(languages, list) and all(isinstance(x, str) for x in languages):
-            state.languages = tuple(languages[:200])
-        if isinstance(status.get("degraded"), bool):
-            state.degraded = status["degraded"]
-        participants = status.get("participants")
-        if isinstance(participants, int) and not isinstance(participants, bool):
-            state.participants = participants
-            self.store.touch(room, active=participants > 0)
-        if state.to_json() != before:
-            self._broadcast(room, state.to_json())
+        before = state.message()
+        state.enabled, state.language = status.enabled, status.language
+        state.changed_by = status.changed_by or state.changed_by
+        state.languages, state.degraded = status.languages, status.degraded
+        state.participants = status.participants
+        self.store.touch(room, active=status.participants > 0)
+        if state.message() != before:
+            self._broadcast(room, state.message())
 
     def captioner_attached(self, room: str) -> None:
         state = self.state(room)
         state.captioners += 1
         if state.captioners == 1:
-            self._broadcast(room, state.to_json())
+            self._broadcast(room, state.message())
 
     def captioner_detached(self, room: str) -> None:
         state = self.state(room)
@@ -260,12 +251,12 @@ class CaptionHub:
         if state.captioners == 0:
             state.degraded = False
             self.store.touch(room, active=False)
-            self._broadcast(room, state.to_json())
+            self._broadcast(room, state.message())
             self._forget_if_idle(room)
 
-    def delete_transcript(self, room: str, by: dict[str, str]) -> int:
+    def delete_transcript(self, room: str, by: Person) -> int:
         removed = self.store.delete(room)
-        self._broadcast(room, {"type": "transcript_deleted", "room": room, "by": by})
+        self._broadcast(room, TranscriptDeleted(room, by))
         return removed
 
     def _forget_if_idle(self, room: str) -> None:

@@ -47,11 +47,18 @@ import numpy.typing as npt
 from captions.events import CaptionEvent, Speaker
 from captions.runtime import EngineRunner, SpeechStream
 from common.aio import cancel_and_wait
-from common.exceptions import CaptionsError, EngineError
+from common.exceptions import CaptionsError, EngineError, ProtocolError
+from meeting.protocol import (
+    Ack,
+    Error,
+    Person,
+    Publication,
+    SidecarStatus,
+    parse_publish_reply,
+    serialize_publish,
+)
 
 log = logging.getLogger(__name__)
-
-Status = dict[str, Any]
 
 
 class CaptionSink(Protocol):
@@ -60,7 +67,7 @@ class CaptionSink(Protocol):
     def caption(self, event: CaptionEvent, *, stream: str, stream_started_at: float) -> None:
         """Hands over one event; never blocks."""
 
-    def status(self, status: Status) -> None:
+    def status(self, status: SidecarStatus) -> None:
         """Hands over the room's caption state as the sidecar applies it."""
 
 
@@ -217,7 +224,7 @@ class RoomCaptioner:
         self.sink = sink
         self.enabled = enabled
         self.language = language
-        self.changed_by: dict[str, str] | None = None
+        self.changed_by: Person | None = None
         self.feeds: dict[str, SpeakerFeed] = {}
         self._feed_options: dict[str, Any] = {
             "silence_level": silence_level,
@@ -237,16 +244,15 @@ class RoomCaptioner:
             return self.language
         return None
 
-    def status(self) -> Status:
-        return {
-            "type": "room_state",
-            "captions": "on" if self.enabled else "off",
-            "language": self.engine_language or self.runner.engine.info.languages[0],
-            "changed_by": self.changed_by,
-            "degraded": self.degraded,
-            "participants": self.participants,
-            "languages": list(self.runner.engine.info.languages),
-        }
+    def status(self) -> SidecarStatus:
+        return SidecarStatus(
+            degraded=self.degraded,
+            participants=self.participants,
+            languages=tuple(self.runner.engine.info.languages),
+            enabled=self.enabled,
+            language=self.engine_language or self.runner.engine.info.languages[0],
+            changed_by=self.changed_by,
+        )
 
     def _feed(self, identity: str, name: str) -> SpeakerFeed:
         feed = self.feeds.get(identity)
@@ -319,7 +325,7 @@ class RoomCaptioner:
         *,
         enabled: bool,
         language: str | None,
-        changed_by: dict[str, str] | None = None,
+        changed_by: Person | None = None,
     ) -> None:
         """Applies the host's caption state: off closes streams, a new language reopens them."""
         language_changed = language != self.language
@@ -373,10 +379,10 @@ class CaptionPublisher:
         self.reconnect_seconds = reconnect_seconds
         self.ssl = ssl
         self._seq = 0
-        self._unacked: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._unacked: OrderedDict[int, Publication] = OrderedDict()
         self._to_send: list[int] = []
-        self._partials: dict[tuple[str, int], dict[str, Any]] = {}
-        self._status: Status | None = None
+        self._partials: dict[tuple[str, int], Publication] = {}
+        self._status: SidecarStatus | None = None
         self._status_dirty = False
         self._work = asyncio.Event()
         self._connected = False
@@ -388,12 +394,7 @@ class CaptionPublisher:
     # CaptionSink
     def caption(self, event: CaptionEvent, *, stream: str, stream_started_at: float) -> None:
         self._seq += 1
-        message = {
-            **event.to_json(),
-            "seq": self._seq,
-            "stream": stream,
-            "stream_started_at": round(stream_started_at, 3),
-        }
+        message = Publication(event, self._seq, stream, stream_started_at)
         key = (event.speaker.id, event.utterance)
         if event.kind == "final":
             self._partials.pop(key, None)
@@ -406,8 +407,8 @@ class CaptionPublisher:
             self._partials[key] = message
         self._work.set()
 
-    def status(self, status: Status) -> None:
-        self._status = dict(status, type="room_state")
+    def status(self, status: SidecarStatus) -> None:
+        self._status = status
         self._status_dirty = True
         self._work.set()
 
@@ -467,25 +468,28 @@ class CaptionPublisher:
     async def _send_pending(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         if self._status_dirty and self._status is not None:
             self._status_dirty = False
-            await ws.send_json(self._status)
+            await ws.send_str(serialize_publish(self._status))
         while self._to_send:
             message = self._unacked.get(self._to_send.pop(0))
             if message is not None:
-                await ws.send_json(message)
+                await ws.send_str(serialize_publish(message))
         while self._partials:
             key = next(iter(self._partials))
-            await ws.send_json(self._partials.pop(key))
+            await ws.send_str(serialize_publish(self._partials.pop(key)))
 
     async def _read_acks(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                data = msg.json()
-                if data.get("type") == "ack":
-                    self._unacked.pop(int(data["seq"]), None)
-                elif data.get("type") == "error":
-                    log.warning("server refused a caption message: %s", data.get("message"))
+            try:
+                reply = parse_publish_reply(msg.data)
+            except ProtocolError as exc:
+                log.warning("unreadable reply from the caption server: %s", exc)
+                continue
+            if isinstance(reply, Ack):
+                self._unacked.pop(reply.seq, None)
+            elif isinstance(reply, Error):
+                log.warning("server refused a caption message: %s", reply.message)
 
 
 class Sidecar:
@@ -559,7 +563,7 @@ class Sidecar:
             language=state.get("language"),
             **self.captioner_options,
         )
-        captioner.changed_by = state.get("changed_by")
+        captioner.changed_by = _person(state.get("changed_by"))
         captioner.set_participants(len(client.participants))
         self.publisher.status(captioner.status())
         for participant in client.participants.values():
@@ -604,7 +608,7 @@ class Sidecar:
             await captioner.set_state(
                 enabled=bool(event.data.get("enabled", True)),
                 language=event.data.get("language"),
-                changed_by=event.data.get("changed_by"),
+                changed_by=_person(event.data.get("changed_by")),
             )
         if event.type in ("participant_joined", "participant_left"):
             captioner.set_participants(len(client.participants))
@@ -615,3 +619,10 @@ class Sidecar:
             captioner.audio(participant.identity, participant.name, pcm, rate)
         # The track ended (unpublished): the speaker's last words become final.
         await captioner.participant_left(participant.identity)
+
+
+def _person(data: Any) -> Person | None:
+    """``changed_by`` as the SFU reports it."""
+    if not isinstance(data, dict):
+        return None
+    return Person(str(data.get("identity", "")), str(data.get("name") or ""))

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 
 from common.aio import bounded, cancel_and_wait, wait_ended
+from common.closecodes import CloseCode, close_code_for
 from common.exceptions import (
     AuthError,
     CaptionsError,
@@ -28,7 +29,6 @@ from common.exceptions import (
     MalformedMessageError,
     RoomFullError,
     TokenInvalidError,
-    WrongRoomError,
 )
 from sfu.peer import OUTBOX_MESSAGES, Peer
 from sfu.room import CaptionState, Room, Rooms
@@ -38,7 +38,6 @@ from sfu.signalling import (
     Candidate,
     ClientMessage,
     ClientSession,
-    CloseCode,
     Join,
     Leave,
     Mute,
@@ -88,7 +87,7 @@ class SfuServer:
         await asyncio.gather(
             *(
                 bounded(
-                    ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down"),
+                    ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down"),
                     timeout=CLOSE_TIMEOUT_SECONDS,
                     what="closing a signalling socket",
                 )
@@ -140,7 +139,7 @@ class Connection:
             self.outbox.put_nowait(message)
             return True
         except asyncio.QueueFull:
-            self.server.spawn(self.close(WSCloseCode.POLICY_VIOLATION, "not reading"))
+            self.server.spawn(self.close(CloseCode.POLICY_VIOLATION, "not reading"))
             return False
 
     async def _write(self) -> None:
@@ -181,7 +180,7 @@ class Connection:
                     async with asyncio.timeout_at(deadline):
                         frame = await self.ws.receive()
                 except TimeoutError:
-                    await self.close(CloseCode.JOIN_TIMEOUT, "no join message")
+                    await self.close(CloseCode.TIMEOUT, "no join message")
                     return
                 await self._handle_frame(frame)
             while not self.ws.closed:
@@ -205,8 +204,7 @@ class Connection:
         except AuthError as exc:
             self.send(error_message(exc.code, str(exc), request and _wire_type(request)))
             if not isinstance(exc, ForbiddenError):
-                closing = CloseCode.WRONG_ROOM if isinstance(exc, WrongRoomError) else 4401
-                await self.close(closing, exc.code)
+                await self.close(close_code_for(exc.code), exc.code)
         except CaptionsError as exc:
             code = (
                 "not_joined"

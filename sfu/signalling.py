@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from common.closecodes import CloseCode
 from common.exceptions import (
     AuthError,
     CaptionsError,
@@ -34,20 +35,6 @@ MediaKind = Literal["audio", "video"]
 PcName = Literal["publisher", "subscriber"]
 KINDS: tuple[MediaKind, ...] = ("audio", "video")
 LANGUAGE_PATTERN = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8})?$")
-
-
-class CloseCode:
-    """WebSocket close codes of the protocol."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    TOO_BIG = 1009
-    PROTOCOL = 4400
-    UNAUTHORIZED = 4401
-    WRONG_ROOM = 4403
-    JOIN_TIMEOUT = 4408
-    REPLACED = 4409
-    ROOM_FULL = 4429
 
 
 # ---------------------------------------------------------------- client -> server

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from captions.events import CaptionEvent, Speaker, Word
+from meeting.protocol import Person, SidecarStatus
 from sfu.tokens import Grants, mint_token
 from tests.browser import InProcessServer, browser_page, chromium_playwright, sfu_server
 
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.browser
 SECRET = "captions-page-secret-" + "q" * 32
 ROOM = "capslab"
 CAROL = Speaker("carol-1", "Carol")
+LANGS = ("en", "fr")
 
 
 def link(base: str, name: str, role: str) -> str:
@@ -40,7 +42,7 @@ def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProces
         browser_page(playwright) as guest,
     ):
         server.call(server.hub.captioner_attached, ROOM)
-        server.call(server.hub.update_status, ROOM, {"languages": ["en", "fr"], "language": "en"})
+        server.call(server.hub.update_status, ROOM, SidecarStatus(languages=LANGS, language="en"))
         for page, name, role in ((host, "Hana", "host"), (guest, "Gil", "guest")):
             page.goto(link(server.url, name, role))
             page.wait_for_selector("[data-testid=join-screen]:not([hidden])")
@@ -77,11 +79,11 @@ def test_partial_then_final_in_every_page_announced_once(meeting: Any) -> None:
 
 def test_health_follows_the_captioner(meeting: Any) -> None:
     server, host, guest = meeting
-    server.call(server.hub.update_status, ROOM, {"degraded": True})
+    server.call(server.hub.update_status, ROOM, SidecarStatus(degraded=True, languages=LANGS))
     for page in (host, guest):
         page.wait_for_selector("[data-testid=captions-health][data-state=degraded]")
         assert "delayed" in page.inner_text("[data-testid=captions-health]")
-    server.call(server.hub.update_status, ROOM, {"degraded": False})
+    server.call(server.hub.update_status, ROOM, SidecarStatus(languages=LANGS))
     server.call(server.hub.captioner_detached, ROOM)
     for page in (host, guest):
         page.wait_for_selector("[data-testid=captions-health][data-state=offline]")
@@ -110,7 +112,7 @@ def test_deleted_transcript_is_cleared(meeting: Any) -> None:
     server, _, guest = meeting
     guest.click("[data-testid=transcript-toggle]")
     assert guest.locator("[data-testid=transcript] .transcript-entry").count() >= 1
-    server.call(server.hub.delete_transcript, ROOM, {"identity": "hana", "name": "Hana"})
+    server.call(server.hub.delete_transcript, ROOM, Person("hana", "Hana"))
     guest.wait_for_function(
         "document.querySelectorAll('[data-testid=transcript] .transcript-entry').length === 0"
     )

@@ -7,26 +7,40 @@ from hypothesis import strategies as st
 
 from captions.events import CaptionEvent, Speaker, Word
 from meeting.hub import CaptionHub, ClientQueue
+from meeting.protocol import (
+    Backlog,
+    Caption,
+    Hello,
+    Person,
+    RoomState,
+    SidecarStatus,
+)
 from meeting.store import TranscriptStore
 
 ALICE = Speaker("alice-1", "Alice")
+HELLO = Hello("r", "me", "guest", 4096, 256)
 
 
-def caption(utterance: int, revision: int, kind: str, speaker: str = "a") -> dict[str, object]:
-    return {
-        "type": "caption",
-        "speaker": speaker,
-        "utterance": utterance,
-        "revision": revision,
-        "kind": kind,
-    }
+def caption(utterance: int, revision: int, kind: str, speaker: str = "a") -> Caption:
+    return Caption(CaptionEvent(Speaker(speaker), utterance, revision, kind, (), 0.0))  # type: ignore[arg-type]
 
 
-def drain(q: ClientQueue) -> list[dict[str, object]]:
+def drain(q: ClientQueue) -> list[Caption]:
     out = []
     while (m := q.take()) is not None:
+        assert isinstance(m, Caption)
         out.append(m)
     return out
+
+
+def fields(m: Caption) -> dict[str, object]:
+    e = m.event
+    return {
+        "speaker": e.speaker.id,
+        "utterance": e.utterance,
+        "revision": e.revision,
+        "kind": e.kind,
+    }
 
 
 def test_partials_coalesce_in_place_and_finals_supersede_them() -> None:
@@ -35,11 +49,11 @@ def test_partials_coalesce_in_place_and_finals_supersede_them() -> None:
     q.put(caption(0, 1, "partial", speaker="b"))
     q.put(caption(0, 2, "partial"))
     q.put(caption(0, 3, "partial"))
-    assert [(m["speaker"], m["revision"]) for m in drain(q)] == [("a", 3), ("b", 1)]
+    assert [(m.event.speaker.id, m.event.revision) for m in drain(q)] == [("a", 3), ("b", 1)]
     q.put(caption(1, 1, "partial"))
     q.put(caption(1, 2, "final"))
     q.put(caption(2, 1, "partial"))
-    assert [(m["utterance"], m["kind"]) for m in drain(q)] == [(1, "final"), (2, "partial")]
+    assert [(m.event.utterance, m.event.kind) for m in drain(q)] == [(1, "final"), (2, "partial")]
     assert len(q) == 0
 
 
@@ -64,15 +78,17 @@ def test_queue_never_loses_a_final_nor_reorders_finals(
         m = caption(utterance, i, "final" if is_final else "partial", speaker)
         sent.append(m)
         q.put(m)
-    out = drain(q)
-    assert [m for m in out if m["kind"] == "final"] == [m for m in sent if m["kind"] == "final"]
+    out = [fields(m) for m in drain(q)]
+    sent_fields = [fields(m) for m in sent]
+    finals = [m for m in sent_fields if m["kind"] == "final"]
+    assert [m for m in out if m["kind"] == "final"] == finals
     assert len(out) <= len(sent)
     # Every delivered partial is the newest of its utterance sent before the next final.
     for m in out:
         if m["kind"] == "partial":
             key = (m["speaker"], m["utterance"])
-            later = [s for s in sent if (s["speaker"], s["utterance"]) == key]
-            assert m is later[-1] or later[later.index(m) + 1]["kind"] == "final"
+            later = [s for s in sent_fields if (s["speaker"], s["utterance"]) == key]
+            assert m == later[-1] or later[later.index(m) + 1]["kind"] == "final"
 
 
 def event(utterance: int, kind: str, text: str) -> CaptionEvent:
@@ -85,21 +101,24 @@ async def test_hub_backlog_state_and_fanout(tmp_path: Path) -> None:
     for i, text in enumerate(["one", "two", "three"]):
         hub.publish("r", event(i, "final", text), stream="s", stream_started_at=0.0)
     hub.captioner_attached("r")
-    late = hub.subscribe("r", {"type": "hello"})
-    other_room = hub.subscribe("x", {"type": "hello"})
-    assert (await late.next())["type"] == "hello"
+    late = hub.subscribe("r", HELLO)
+    other_room = hub.subscribe("x", HELLO)
+    assert await late.next() == HELLO
     backlog = await late.next()
-    assert [c["text"] for c in backlog["captions"]] == ["two", "three"]
+    assert isinstance(backlog, Backlog)
+    assert [c.text for c in backlog.captions] == ["two", "three"]
     state = await late.next()
-    assert state["type"] == "room_state" and state["captioner"] == "connected"
+    assert isinstance(state, RoomState) and state.captioner
 
-    hub.update_status("r", {"captions": "off", "changed_by": {"identity": "h", "name": "H"}})
+    hub.update_status("r", SidecarStatus(enabled=False, changed_by=Person("h", "H")))
     hub.publish("r", event(3, "partial", "four"), stream="s", stream_started_at=0.0)
     # A resent final is stored once and not broadcast again.
     hub.publish("r", event(2, "final", "three"), stream="s", stream_started_at=0.0)
     state = await late.next()
-    assert state["captions"] == "off" and state["changed_by"]["name"] == "H"
-    assert (await late.next())["text"] == "four"
+    assert isinstance(state, RoomState)
+    assert not state.enabled and state.changed_by == Person("h", "H")
+    four = await late.next()
+    assert isinstance(four, Caption) and four.event.text == "four"
     assert len(late.queue) == 0
     assert hub.store.count("r") == 3
     for _ in range(3):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
 
 from captions.events import CaptionEvent
 from captions.runtime import EngineRunner
+from meeting.protocol import Person, SidecarStatus
 from meeting.sidecar import RoomCaptioner
 from tests.fakes import ScriptedEngine
 
@@ -19,12 +19,12 @@ CHUNK = 960  # 20 ms, as Opus frames arrive
 class ListSink:
     def __init__(self) -> None:
         self.events: list[tuple[CaptionEvent, str, float]] = []
-        self.statuses: list[dict[str, Any]] = []
+        self.statuses: list[SidecarStatus] = []
 
     def caption(self, event: CaptionEvent, *, stream: str, stream_started_at: float) -> None:
         self.events.append((event, stream, stream_started_at))
 
-    def status(self, status: dict[str, Any]) -> None:
+    def status(self, status: SidecarStatus) -> None:
         self.statuses.append(status)
 
     def finals(self, speaker: str | None = None) -> list[CaptionEvent]:
@@ -123,7 +123,7 @@ async def test_host_off_drops_audio_before_the_engine_and_on_resumes() -> None:
     async with EngineRunner(engine) as runner:
         captioner = RoomCaptioner("r", runner, sink)
         await feed(captioner, "alice", tone(1.0))
-        host = {"identity": "h", "name": "Host"}
+        host = Person("h", "Host")
         await captioner.set_state(enabled=False, language=None, changed_by=host)
         assert sink.finals("alice")[0].text == "hello there"  # flushed on off
         assert runner.active_streams == 0
@@ -131,8 +131,8 @@ async def test_host_off_drops_audio_before_the_engine_and_on_resumes() -> None:
         await feed(captioner, "alice", tone(3.0))
         await settle(engine, runner)
         assert engine.samples_seen["alice"] == seen
-        assert sink.statuses[-1]["captions"] == "off"
-        assert sink.statuses[-1]["changed_by"] == host
+        assert not sink.statuses[-1].enabled
+        assert sink.statuses[-1].changed_by == host
         await captioner.set_state(enabled=True, language=None, changed_by=host)
         await feed(captioner, "alice", tone(1.0))
         await settle(engine, runner)
@@ -151,7 +151,7 @@ async def test_language_change_reopens_streams_in_a_supported_language() -> None
         await captioner.set_state(enabled=True, language="fr")
         await feed(captioner, "alice", tone(0.5))
         assert captioner.feeds["alice"].stream.session.language == "fr"
-        assert sink.statuses[-1]["language"] == "fr"
+        assert sink.statuses[-1].language == "fr"
         await captioner.set_state(enabled=True, language="xx")  # unsupported: engine default
         await feed(captioner, "alice", tone(0.5))
         assert captioner.feeds["alice"].stream.session.language is None

@@ -21,6 +21,7 @@ import pytest
 from captions.runtime import EngineRunner
 from common.aio import bounded, wait_ended
 from meeting.app import Meeting
+from meeting.protocol import parse_server
 from meeting.sidecar import Sidecar
 from sfu.client import SfuClient
 from sfu.contrib.media import pcm_audio_track
@@ -94,6 +95,7 @@ class CaptionReader:
     async def _read(self) -> None:
         async for msg in self.ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
+                parse_server(msg.data)  # everything the server says is valid protocol
                 self.messages.append(json.loads(msg.data))
 
     def captions(self, kind: str | None = None, speaker: str | None = None) -> list[dict[str, Any]]:

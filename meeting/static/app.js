@@ -6,9 +6,10 @@
 import { CaptionOverlay, SpeakerColours } from "./captions.js";
 import { CaptionSocket } from "./captionsocket.js";
 import { ReconnectPolicy, sleep } from "./reconnect.js";
+import { CloseCode, closeError, FATAL } from "./closecodes.js";
 import { detectLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { applySettings, bindSettingsForm, loadSettings, saveSettings } from "./settings.js";
-import { FATAL_CLOSE_CODES, MeetingConnection } from "./signalling.js";
+import { MeetingConnection } from "./signalling.js";
 import { saveFile, Transcript, TranscriptPanel } from "./transcript.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -328,7 +329,7 @@ function wireConnection(connection) {
   connection.addEventListener("server_error", (e) => {
     if (e.detail.code === "forbidden") notify(t("error.forbidden"));
   });
-  connection.addEventListener("media_failed", () => connection.ws?.close(4000, "media failed"));
+  connection.addEventListener("media_failed", () => connection.ws?.close(CloseCode.MEDIA_FAILED, "media failed"));
   connection.addEventListener("closed", (e) => onConnectionClosed(connection, e.detail));
 }
 
@@ -339,16 +340,12 @@ function onJoined(joined) {
 
 function onConnectionClosed(connection, detail) {
   if (connection !== state.connection || state.leaving || detail.byUs) return;
-  if (FATAL_CLOSE_CODES.has(detail.code) && detail.code !== 1000) {
+  if (FATAL.has(detail.code) && detail.code !== CloseCode.NORMAL) {
     leaveMeeting({ silent: true });
     showError(detail.error || closeError(detail.code));
     return;
   }
   reconnect();
-}
-
-function closeError(code) {
-  return { 4401: "token_invalid", 4403: "wrong_room", 4429: "room_full", 4409: "replaced" }[code] || "connection_failed";
 }
 
 async function reconnect() {
@@ -650,7 +647,7 @@ function setCaptionsVisible(visible) {
 function leaveMeeting({ silent = false } = {}) {
   state.leaving = true;
   if (!silent) state.connection?.leave();
-  else state.connection?.ws?.close(1000);
+  else state.connection?.ws?.close(CloseCode.NORMAL);
   state.captionSocket?.stop();
   for (const track of state.localStream?.getTracks() || []) track.stop();
   for (const identity of [...state.participants.keys()]) removeParticipant(identity);

@@ -6,10 +6,9 @@
 // Events: state {state: "connecting"|"open"|"closed"|"refused", code}, hello, backlog,
 // room_state, caption, transcript_deleted (detail = the message).
 
+import { CloseCode, REFUSED } from "./closecodes.js";
 import { ReconnectPolicy } from "./reconnect.js";
 
-// Authentication refused (bad, expired or other-room token): retrying cannot help.
-const REFUSED = new Set([4401, 4403]);
 const PING_MS = 20000;
 
 export class CaptionSocket extends EventTarget {
@@ -77,7 +76,7 @@ export class CaptionSocket extends EventTarget {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearInterval(this.pingTimer);
-    this.ws?.close(1000);
+    this.ws?.close(CloseCode.NORMAL);
     this.ws = null;
   }
 }

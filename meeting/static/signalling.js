@@ -10,11 +10,10 @@
 //   server_error {code, message, request}        an error reply that leaves us connected
 //   closed {code, reason, error}                 the socket closed (error: last error code)
 
+import { CloseCode, closeError } from "./closecodes.js";
+
 const ICE_WAIT_MS = 2000;
 const JOIN_TIMEOUT_MS = 10000;
-
-/** Close codes after which reconnecting with the same link cannot help. */
-export const FATAL_CLOSE_CODES = new Set([1000, 4400, 4401, 4403, 4409, 4429]);
 
 export class SignallingError extends Error {
   constructor(code, message) {
@@ -90,7 +89,7 @@ export class MeetingConnection extends EventTarget {
       });
       ws.addEventListener("close", (event) => {
         clearTimeout(timer);
-        if (!settled) fail(this.lastError || closeCodeError(event.code), event.reason);
+        if (!settled) fail(this.lastError || closeError(event.code), event.reason);
         this.closePeers();
         this.emit("closed", { code: event.code, reason: event.reason, error: this.lastError, byUs: this.closedByUs });
       });
@@ -250,21 +249,8 @@ export class MeetingConnection extends EventTarget {
   leave() {
     this.closedByUs = true;
     this.send({ type: "leave" });
-    this.ws?.close(1000);
+    this.ws?.close(CloseCode.NORMAL);
     this.closePeers();
-  }
-}
-
-function closeCodeError(code) {
-  switch (code) {
-    case 4401:
-      return "token_invalid";
-    case 4403:
-      return "wrong_room";
-    case 4429:
-      return "room_full";
-    default:
-      return "connection_failed";
   }
 }
 
