@@ -53,6 +53,12 @@ def register(subparsers: Any) -> None:
         help="delete a room's transcript this long after the room ends (default: 24)",
     )
     parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="keep transcripts in PostgreSQL (postgresql://user@host:port/db), shared by"
+        " every node of a cluster (default: SQLite in the data directory)",
+    )
+    parser.add_argument(
         "--no-sidecar",
         action="store_true",
         help="no embedded sidecar: rooms are captioned by separate `captions sidecar`s",
@@ -115,6 +121,7 @@ async def serve(settings: Settings, engine: Any, args: argparse.Namespace) -> No
         language=args.language,
         asr_api_keys=[key for key in args.asr_api_key if key],
         embedded_sidecar=not args.no_sidecar,
+        database_url=args.database_url,
     )
     stop = asyncio.Event()
     on_stop_signals(stop.set)

@@ -14,6 +14,10 @@ Hierarchy::
     │   ├── CapacityError        every slot of the engine is taken ("no free channels")
     │   └── StreamClosedError    audio pushed to a stream after it was closed
     ├── ConfigError              unusable settings (secret file, TLS options)
+    ├── ServiceUnavailableError  a service the cluster depends on does not answer
+    │   ├── StoreUnavailableError     the transcript database (SQLite file, PostgreSQL)
+    │   └── DirectoryUnavailableError the room directory (Redis)
+    ├── PlacementError           no live node can take a room (all draining or none alive)
     ├── ManifestError            an evaluation manifest line cannot be used (names the line)
     ├── UnknownFormatError       no transcript format of that name
     ├── ProtocolError            a peer sent something the protocol forbids
@@ -79,6 +83,22 @@ class StreamClosedError(EngineError):
 
 class ConfigError(CaptionsError):
     """The configuration cannot be used."""
+
+
+class ServiceUnavailableError(CaptionsError):
+    """A service this node depends on cannot be reached or failed; usually transient."""
+
+
+class StoreUnavailableError(ServiceUnavailableError):
+    """The transcript database cannot be reached or refused a statement."""
+
+
+class DirectoryUnavailableError(ServiceUnavailableError):
+    """The room directory (Redis) cannot be reached."""
+
+
+class PlacementError(CaptionsError):
+    """No live node can take a new room (every node is draining, or none is alive)."""
 
 
 class ManifestError(CaptionsError):

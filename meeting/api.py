@@ -22,11 +22,12 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from captions.formats import MEDIA_TYPES, render
-from common.aio import cancel_and_wait
+from common.aio import bounded, cancel_and_wait
 from common.exceptions import (
     AuthError,
     ForbiddenError,
     ProtocolError,
+    StoreUnavailableError,
     TokenMissingError,
     UnknownFormatError,
 )
@@ -64,6 +65,11 @@ class CaptionsApiLimits:
     close_timeout_seconds: float = 2.0
     # A client whose socket takes nothing for this long is dropped (see _send_loop).
     send_timeout_seconds: float = 10.0
+    max_pending_writes: int = 1000
+    """Finals of one publisher waiting for the store; beyond, its socket is not read
+    (the publisher keeps them, unacknowledged) until the store catches up."""
+    writes_after_close_seconds: float = 30.0
+    """How long finals still pending when a publisher disconnects keep being retried."""
 
 
 HUB_KEY = web.AppKey("captions_hub", CaptionHub)
@@ -117,7 +123,7 @@ class CaptionsApi:
             max_message_bytes=self.limits.max_client_message_bytes,
             max_pending_finals=self.hub.max_pending_finals,
         )
-        sub = self.hub.subscribe(grants.room, hello)
+        sub = await self.hub.subscribe(grants.room, hello)
         sender = asyncio.create_task(self._send_loop(ws, sub))
         sub.on_overflow = lambda: self._spawn(self._drop_slow(ws, sub))
         self._sockets.add(ws)
@@ -224,20 +230,49 @@ class CaptionsApi:
         room = grants.room
         self.hub.captioner_attached(room)
         self._sockets.add(ws)
+        writes: asyncio.Queue[tuple[str, Publication]] = asyncio.Queue(
+            self.limits.max_pending_writes
+        )
+        writer = asyncio.create_task(self._write_finals(ws, writes))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     continue
                 reply = self._accept_publication(room, msg.data)
-                if reply is not None:
+                if isinstance(reply, Publication):
+                    await writes.put((room, reply))  # waits while the store is behind
+                elif reply is not None:
                     await ws.send_str(serialize_publish_reply(reply))
         finally:
             self._sockets.discard(ws)
             self.hub.captioner_detached(room)
+            # Finals already broadcast are still stored (the publisher may never come back).
+            if not await bounded(
+                writes.join(),
+                timeout=self.limits.writes_after_close_seconds,
+                what=f"storing the last finals of {room}",
+            ):
+                log.warning("%d finals of %s unstored at disconnect", writes.qsize(), room)
+            await cancel_and_wait(writer)
         return ws
 
-    def _accept_publication(self, room: str, text: str) -> PublishReply | None:
-        """Hands one sidecar message to the hub; the reply, if any (ack, error)."""
+    async def _write_finals(
+        self, ws: web.WebSocketResponse, writes: asyncio.Queue[tuple[str, Publication]]
+    ) -> None:
+        """Stores each final (retrying), then acknowledges it, in order."""
+        while True:
+            room, final = await writes.get()
+            await self.hub.persist(
+                room, final.event, stream=final.stream, stream_started_at=final.stream_started_at
+            )
+            writes.task_done()
+            if not ws.closed:
+                with contextlib.suppress(ConnectionError):
+                    await ws.send_str(serialize_publish_reply(Ack(final.seq)))
+
+    def _accept_publication(self, room: str, text: str) -> PublishReply | Publication | None:
+        """Hands one sidecar message to the hub: an error reply, or a final to store (and
+        acknowledge once stored), or None."""
         try:
             message = parse_publish(text, max_bytes=self.limits.max_publish_message_bytes)
         except ProtocolError as exc:
@@ -245,11 +280,8 @@ class CaptionsApi:
         if not isinstance(message, Publication):
             self.hub.update_status(room, message)
             return None
-        event = message.event
-        self.hub.publish(
-            room, event, stream=message.stream, stream_started_at=message.stream_started_at
-        )
-        return Ack(message.seq) if event.kind == "final" else None
+        self.hub.publish(room, message.event, stream=message.stream)
+        return message if message.event.kind == "final" else None
 
     # -- transcripts ------------------------------------------------------------------
 
@@ -272,7 +304,13 @@ class CaptionsApi:
         except UnknownFormatError:
             return web.json_response({"error": "unknown_format"}, status=404)
         room = request.match_info["room"]
-        body = render(fmt, self.hub.store.transcript(room))
+        try:
+            events = await self.hub.store.transcript(room)
+        except StoreUnavailableError as exc:
+            self.hub.store_failures += 1
+            log.warning("transcript of %s unavailable: %s", room, exc)
+            return web.json_response({"error": "store_unavailable"}, status=503)
+        body = render(fmt, events)
         return web.Response(
             text=body,
             content_type=MEDIA_TYPES[fmt].split(";")[0],
@@ -285,7 +323,14 @@ class CaptionsApi:
             grants = self._host_of(request)
         except AuthError as exc:
             return web.json_response({"error": exc.code}, status=exc.http_status)
-        self.hub.delete_transcript(grants.room, Person(grants.identity, grants.display_name))
+        try:
+            await self.hub.delete_transcript(
+                grants.room, Person(grants.identity, grants.display_name)
+            )
+        except StoreUnavailableError as exc:
+            self.hub.store_failures += 1
+            log.warning("deleting the transcript of %s failed: %s", grants.room, exc)
+            return web.json_response({"error": "store_unavailable"}, status=503)
         return web.Response(status=204)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -303,10 +348,23 @@ class CaptionsApi:
 
     async def _purge_forever(self) -> None:
         while True:
-            purged = self.hub.store.purge_expired(self.retention_hours, now=time.time())
-            if purged:
-                log.info("retention: deleted transcripts of %s", ", ".join(purged))
+            try:
+                await self.retention_pass()
+            except StoreUnavailableError as exc:
+                self.hub.store_failures += 1
+                log.warning("retention pass failed: %s", exc)
             await asyncio.sleep(self.purge_interval_seconds)
+
+    async def retention_pass(self) -> list[str]:
+        """Refreshes this node's live rooms (so that other nodes never purge them), then
+        deletes expired transcripts; returns the rooms purged."""
+        now = time.time()
+        for room in self.hub.live_rooms():
+            await self.hub.store.touch(room, now=now)
+        purged = await self.hub.store.purge_expired(self.retention_hours, now=now)
+        if purged:
+            log.info("retention: deleted transcripts of %s", ", ".join(purged))
+        return purged
 
 
 def _transport(ws: web.WebSocketResponse) -> asyncio.Transport | None:

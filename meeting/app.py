@@ -35,7 +35,7 @@ from meeting.api import install_captions_api
 from meeting.hub import CaptionHub
 from meeting.page import add_page_routes
 from meeting.sidecar import Sidecar
-from meeting.store import TranscriptStore
+from meeting.store import SQLITE_FILE, open_store
 from sfu.room import Room
 from sfu.server import SFU, create_app
 from sfu.settings import Settings, SettingsError
@@ -43,7 +43,7 @@ from sfu.tokens import Grants, mint_token
 
 log = logging.getLogger(__name__)
 
-TRANSCRIPTS_FILE = "transcripts.sqlite"
+TRANSCRIPTS_FILE = SQLITE_FILE
 SIDECAR_TOKEN_TTL = 30 * 24 * 3600.0
 # Stop-path bounds. A sidecar flushes its streams and waits for the server's acks
 # (each bounded by 10 s in meeting.sidecar); aiohttp's own shutdown waits up to 60 s.
@@ -71,16 +71,19 @@ class Meeting:
         sidecar_options: dict[str, Any] | None = None,
         embedded_sidecar: bool = True,
         asr_api_keys: Sequence[str] = (),
+        database_url: str | None = None,
     ) -> None:
         self.settings = settings
         self.runner = runner
         self.secret = settings.secret
-        self.store = TranscriptStore(Path(settings.data_dir) / TRANSCRIPTS_FILE)
+        self.store = open_store(database_url, Path(settings.data_dir))
         self.hub = CaptionHub(self.store)
         self.language = language or runner.engine.info.languages[0]
         self.app = create_app(settings, language=self.language)
         add_page_routes(self.app)
-        install_captions_api(self.app, self.hub, self.secret, retention_hours=retention_hours)
+        self.api = install_captions_api(
+            self.app, self.hub, self.secret, retention_hours=retention_hours
+        )
         if asr_api_keys:  # Kyutai's /api/asr-streaming, on the same engine
             add_asr_routes(self.app, runner, asr_api_keys)
         server = self.app[SFU]
@@ -98,6 +101,7 @@ class Meeting:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.store.open()
         self._web = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._web.setup()
         public = web.TCPSite(
@@ -120,7 +124,8 @@ class Meeting:
             await bounded(self._web.cleanup(), timeout=SERVER_STOP_SECONDS, what="server cleanup")
             self._web = None
         await bounded(self.runner.aclose(), timeout=RUNNER_STOP_SECONDS, what="engine shutdown")
-        self.store.close()
+        await self.hub.aclose()
+        await self.store.aclose()
 
     @property
     def base_url(self) -> str:
@@ -157,7 +162,7 @@ class Meeting:
             log.error("sidecar of %s failed", room, exc_info=task.exception())
 
     def _room_idle(self, room: Room) -> None:
-        self.store.touch(room.name, active=False)
+        self.hub.touch(room.name, active=False)
         if room.name in self.sidecars:
             task = asyncio.ensure_future(self._stop_sidecar(room.name))
             self._stopping.add(task)

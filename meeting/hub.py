@@ -1,8 +1,14 @@
 """Per-room fan-out of caption events to every ``/captions`` client.
 
-The sidecar hands each room's events to :class:`CaptionHub`, which stores finals in
-the :class:`~meeting.store.TranscriptStore` and puts every message into each client's
-own :class:`ClientQueue`; a slow client therefore never delays the others.
+The sidecar hands each room's events to :class:`CaptionHub`, which puts every message
+into each client's own :class:`ClientQueue` (a slow client therefore never delays the
+others) and stores finals in the :class:`~meeting.store.TranscriptStore`.
+
+Live captions never wait for the database: a final is broadcast at once (once: a final
+sent again after a publisher's reconnect is recognised by ``(room, stream, utterance)``
+among the last ``dedup_window`` of the room), and :meth:`CaptionHub.persist` stores it,
+retrying with backoff while the database is unreachable (a PostgreSQL restart); the
+publisher is acknowledged only after the write, so nothing acknowledged is lost.
 
 :class:`ClientQueue` is sans-I/O. Its policy when a client does not keep up:
 
@@ -18,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Callable, Hashable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from captions.events import CaptionEvent
+from common.exceptions import StoreUnavailableError
 from meeting.protocol import (
     Backlog,
     Caption,
@@ -166,18 +174,41 @@ class RoomCaptions:
 class _Room:
     state: RoomCaptions
     subscribers: set[Subscription] = field(default_factory=set)
+    seen: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
+
+
+@dataclass(frozen=True)
+class StoreRetry:
+    """Backoff of a final's write while the store is unavailable (doubling, capped)."""
+
+    first_seconds: float = 0.2
+    max_seconds: float = 5.0
 
 
 class CaptionHub:
     """Rooms, their subscribers and state; the single place caption events go through."""
 
     def __init__(
-        self, store: TranscriptStore, *, backlog: int = 50, max_pending_finals: int = 256
+        self,
+        store: TranscriptStore,
+        *,
+        backlog: int = 50,
+        max_pending_finals: int = 256,
+        dedup_window: int = 4096,
+        retry: StoreRetry | None = None,
     ) -> None:
         self.store = store
         self.backlog = backlog
         self.max_pending_finals = max_pending_finals
+        self.dedup_window = dedup_window
+        self.retry = retry or StoreRetry()
         self._rooms: dict[str, _Room] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.store_failures = 0
+        """Failed store operations (each retry of a write counts), for /metrics."""
+        self.pending_writes = 0
+        self.on_final: list[Callable[[str, CaptionEvent], None]] = []
+        """Called with (room, event) for every final broadcast (metrics: caption latency)."""
 
     def _room(self, room: str) -> _Room:
         entry = self._rooms.get(room)
@@ -194,11 +225,23 @@ class CaptionHub:
 
     # -- clients --------------------------------------------------------------------
 
-    def subscribe(self, room: str, hello: Hello) -> Subscription:
-        """Registers a client; its queue starts with hello, the backlog and the room state."""
+    def live_rooms(self) -> list[str]:
+        """Rooms on this node with participants present (as their captioner reports)."""
+        return [name for name, entry in self._rooms.items() if entry.state.participants > 0]
+
+    async def subscribe(self, room: str, hello: Hello) -> Subscription:
+        """Registers a client; its queue starts with hello, the backlog and the room state.
+
+        With the store unavailable the backlog is empty (live captions still flow)."""
         sub = Subscription(room, max_finals=self.max_pending_finals)
         sub.put(hello)
-        sub.put(Backlog(tuple(self.store.recent(room, self.backlog))))
+        try:
+            recent = await self.store.recent(room, self.backlog)
+        except StoreUnavailableError as exc:
+            self.store_failures += 1
+            log.warning("backlog of %s unavailable: %s", room, exc)
+            recent = []
+        sub.put(Backlog(tuple(recent)))
         sub.put(self.state(room).message())
         self._room(room).subscribers.add(sub)
         return sub
@@ -215,17 +258,68 @@ class CaptionHub:
 
     # -- captioner side -------------------------------------------------------------
 
-    def publish(
+    def publish(self, room: str, event: CaptionEvent, *, stream: str) -> bool:
+        """Fans the event out to the room; returns False for a final already broadcast.
+
+        Finals must also be :meth:`persist`-ed (the captions API does it before acking)."""
+        if event.kind == "final":
+            seen = self._room(room).seen
+            key = (stream, event.utterance)
+            if key in seen:
+                return False  # a resend after a reconnect: clients already have it
+            seen[key] = None
+            while len(seen) > self.dedup_window:
+                seen.popitem(last=False)
+            for listener in self.on_final:
+                listener(room, event)
+        self._broadcast(room, Caption(event))
+        return True
+
+    async def persist(
         self, room: str, event: CaptionEvent, *, stream: str, stream_started_at: float
     ) -> None:
-        """Stores a final (idempotently) and fans the event out to the room."""
-        if event.kind == "final":
-            stored = self.store.append(
-                room, event, stream=stream, stream_started_at=stream_started_at
-            )
-            if not stored:
-                return  # a resend after a reconnect: clients already have it
-        self._broadcast(room, Caption(event))
+        """Stores a final, retrying with backoff until it is written (or cancelled)."""
+        delay = self.retry.first_seconds
+        self.pending_writes += 1
+        try:
+            while True:
+                try:
+                    await self.store.append(
+                        room, event, stream=stream, stream_started_at=stream_started_at
+                    )
+                    return
+                except StoreUnavailableError as exc:
+                    self.store_failures += 1
+                    log.warning("storing a final of %s failed (%s); retrying", room, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry.max_seconds)
+        finally:
+            self.pending_writes -= 1
+
+    def _in_background(self, what: str, coro: Coroutine[Any, Any, Any]) -> None:
+        """Runs a best-effort store update (room activity); failures are counted and logged."""
+
+        async def run() -> None:
+            try:
+                await coro
+            except StoreUnavailableError as exc:
+                self.store_failures += 1
+                log.warning("%s failed: %s", what, exc)
+
+        task = asyncio.ensure_future(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def touch(self, room: str, *, active: bool | None = None) -> None:
+        """Records the room's activity in the store, in the background."""
+        self._in_background(f"activity of {room}", self.store.touch(room, active=active))
+
+    async def aclose(self) -> None:
+        """Lets pending activity updates finish (bounded), then forgets them."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5.0)
+        for task in list(self._background):
+            task.cancel()
 
     def update_status(self, room: str, status: SidecarStatus) -> None:
         """Applies a sidecar status (captions, language, changed_by, degraded, participants)."""
@@ -235,7 +329,7 @@ class CaptionHub:
         state.changed_by = status.changed_by or state.changed_by
         state.languages, state.degraded = status.languages, status.degraded
         state.participants = status.participants
-        self.store.touch(room, active=status.participants > 0)
+        self.touch(room, active=status.participants > 0)
         if state.message() != before:
             self._broadcast(room, state.message())
 
@@ -250,12 +344,14 @@ class CaptionHub:
         state.captioners = max(0, state.captioners - 1)
         if state.captioners == 0:
             state.degraded = False
-            self.store.touch(room, active=False)
+            self.touch(room, active=False)
             self._broadcast(room, state.message())
             self._forget_if_idle(room)
 
-    def delete_transcript(self, room: str, by: Person) -> int:
-        removed = self.store.delete(room)
+    async def delete_transcript(self, room: str, by: Person) -> int:
+        """Deletes the room's transcript (raises StoreUnavailableError) and tells its clients."""
+        removed = await self.store.delete(room)
+        self._room(room).seen.clear()
         self._broadcast(room, TranscriptDeleted(room, by))
         return removed
 

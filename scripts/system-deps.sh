@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses: espeak-ng (extra voices), chromium + driver (browser tests).
+# Debian packages the test suite uses: espeak-ng (extra voices), chromium + driver (browser tests),
+# postgresql, redis-server and haproxy (cluster tests and deploy/cluster.py start their own).
 # Installs only what is missing, and only when it can (root or sudo).
 set -euo pipefail
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=()
 if [ "$(id -u)" -ne 0 ]; then

@@ -12,7 +12,7 @@ import http.server
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,20 @@ class InProcessServer:
     loop: asyncio.AbstractEventLoop
     hub: Any = None
     """The captions hub, when the captions API is installed."""
+    _tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
     def call(self, function: Callable[..., Any], *args: Any) -> None:
-        """Runs ``function(*args)`` in the server's event loop (its objects are not thread-safe)."""
-        self.loop.call_soon_threadsafe(function, *args)
+        """Runs ``function(*args)`` in the server's event loop (its objects are not thread-safe);
+        a coroutine it returns is run there as a task."""
+
+        def run() -> None:
+            result = function(*args)
+            if asyncio.iscoroutine(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        self.loop.call_soon_threadsafe(run)
 
 
 @contextmanager
@@ -105,9 +115,9 @@ def sfu_server(secret: str, data_dir: Path, *, captions: bool = False) -> Iterat
     if captions:
         from meeting.api import install_captions_api
         from meeting.hub import CaptionHub
-        from meeting.store import TranscriptStore
+        from meeting.store import SqliteTranscriptStore
 
-        hub = CaptionHub(TranscriptStore(data_dir / "transcripts.sqlite"))
+        hub = CaptionHub(SqliteTranscriptStore(data_dir / "transcripts.sqlite"))
         install_captions_api(app, hub, secret)
     runner = web.AppRunner(app)
     started = threading.Event()

@@ -52,9 +52,12 @@ def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProces
 
 
 def publish(server: InProcessServer, event: CaptionEvent) -> None:
-    server.call(
-        lambda: server.hub.publish(ROOM, event, stream="stream-1", stream_started_at=time.time())
-    )
+    async def publish_and_store() -> None:
+        assert server.hub is not None
+        if server.hub.publish(ROOM, event, stream="stream-1") and event.kind == "final":
+            await server.hub.persist(ROOM, event, stream="stream-1", stream_started_at=time.time())
+
+    server.call(publish_and_store)
 
 
 def test_partial_then_final_in_every_page_announced_once(meeting: Any) -> None:

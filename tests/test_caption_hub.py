@@ -15,7 +15,7 @@ from meeting.protocol import (
     RoomState,
     SidecarStatus,
 )
-from meeting.store import TranscriptStore
+from meeting.store import SqliteTranscriptStore
 
 ALICE = Speaker("alice-1", "Alice")
 HELLO = Hello("r", "me", "guest", 4096, 256)
@@ -97,12 +97,13 @@ def event(utterance: int, kind: str, text: str) -> CaptionEvent:
 
 
 async def test_hub_backlog_state_and_fanout(tmp_path: Path) -> None:
-    hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"), backlog=2)
+    hub = CaptionHub(SqliteTranscriptStore(tmp_path / "t.sqlite"), backlog=2)
     for i, text in enumerate(["one", "two", "three"]):
-        hub.publish("r", event(i, "final", text), stream="s", stream_started_at=0.0)
+        assert hub.publish("r", event(i, "final", text), stream="s")
+        await hub.persist("r", event(i, "final", text), stream="s", stream_started_at=0.0)
     hub.captioner_attached("r")
-    late = hub.subscribe("r", HELLO)
-    other_room = hub.subscribe("x", HELLO)
+    late = await hub.subscribe("r", HELLO)
+    other_room = await hub.subscribe("x", HELLO)
     assert await late.next() == HELLO
     backlog = await late.next()
     assert isinstance(backlog, Backlog)
@@ -111,16 +112,17 @@ async def test_hub_backlog_state_and_fanout(tmp_path: Path) -> None:
     assert isinstance(state, RoomState) and state.captioner
 
     hub.update_status("r", SidecarStatus(enabled=False, changed_by=Person("h", "H")))
-    hub.publish("r", event(3, "partial", "four"), stream="s", stream_started_at=0.0)
+    hub.publish("r", event(3, "partial", "four"), stream="s")
     # A resent final is stored once and not broadcast again.
-    hub.publish("r", event(2, "final", "three"), stream="s", stream_started_at=0.0)
+    assert not hub.publish("r", event(2, "final", "three"), stream="s")
+    await hub.persist("r", event(2, "final", "three"), stream="s", stream_started_at=0.0)
     state = await late.next()
     assert isinstance(state, RoomState)
     assert not state.enabled and state.changed_by == Person("h", "H")
     four = await late.next()
     assert isinstance(four, Caption) and four.event.text == "four"
     assert len(late.queue) == 0
-    assert hub.store.count("r") == 3
+    assert await hub.store.count("r") == 3
     for _ in range(3):
         await other_room.next()
     assert len(other_room.queue) == 0

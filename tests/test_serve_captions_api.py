@@ -28,8 +28,8 @@ from meeting.api import (
     install_captions_api,
 )
 from meeting.hub import CaptionHub
-from meeting.protocol import Ack, Error, Pong, SidecarStatus, serialize_publish
-from meeting.store import TranscriptStore
+from meeting.protocol import Error, Pong, Publication, SidecarStatus, serialize_publish
+from meeting.store import SqliteTranscriptStore
 from sfu.tokens import Grants, mint_token
 
 SECRET = "s" * 40
@@ -51,7 +51,7 @@ def caption(utterance: int, kind: str, text: str, seq: int = 0) -> dict[str, Any
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"), max_pending_finals=8)
+    hub = CaptionHub(SqliteTranscriptStore(tmp_path / "t.sqlite"), max_pending_finals=8)
     app = web.Application()
     install_captions_api(app, hub, SECRET, limits=CaptionsApiLimits(auth_timeout_seconds=1.0))
     async with TestClient(TestServer(app)) as c:
@@ -212,7 +212,7 @@ async def assert_connection_ends(sock: socket.socket) -> None:
 
 async def test_a_send_that_never_completes_drops_the_client(tmp_path: Path) -> None:
     """The per-send deadline drops a client that stopped reading before its queue overflows."""
-    hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"), max_pending_finals=10_000)
+    hub = CaptionHub(SqliteTranscriptStore(tmp_path / "t.sqlite"), max_pending_finals=10_000)
     app = web.Application()
     limits = CaptionsApiLimits(send_timeout_seconds=1.0)
     install_captions_api(app, hub, SECRET, limits=limits)
@@ -308,9 +308,9 @@ publication_keys = st.sampled_from(
     )
 )
 def test_malformed_publications_get_an_error_reply_and_nothing_else(text: str) -> None:
-    api = CaptionsApi(CaptionHub(TranscriptStore(":memory:")), SECRET)
+    api = CaptionsApi(CaptionHub(SqliteTranscriptStore(":memory:")), SECRET)
     reply = api._accept_publication("r", text)
-    assert reply is None or isinstance(reply, Ack | Error)
+    assert reply is None or isinstance(reply, Publication | Error)
 
 
 @given(st.text(max_size=64) | st.dictionaries(st.text(max_size=6), json_values).map(json.dumps))
@@ -320,7 +320,7 @@ def test_any_client_message_gets_a_reply_or_an_error(text: str) -> None:
 
 
 async def test_retention_purges_ended_rooms_only(tmp_path: Path) -> None:
-    hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"))
+    hub = CaptionHub(SqliteTranscriptStore(tmp_path / "t.sqlite"))
     app = web.Application()
     install_captions_api(app, hub, SECRET, retention_hours=0.0, purge_interval_seconds=0.05)
     async with TestClient(TestServer(app)) as client:
@@ -329,10 +329,10 @@ async def test_retention_purges_ended_rooms_only(tmp_path: Path) -> None:
         await pub.send_json(caption(0, "final", "kept while the room is live", seq=1))
         await receive_until(pub, "ack")
         await asyncio.sleep(0.3)
-        assert hub.store.count("r") == 1  # the room has not ended
+        assert await hub.store.count("r") == 1  # the room has not ended
         await pub.send_str(serialize_publish(SidecarStatus(participants=0)))
         deadline = time.monotonic() + 5
-        while hub.store.count("r"):
+        while await hub.store.count("r"):
             assert time.monotonic() < deadline, "the ended room's transcript was not purged"
             await asyncio.sleep(0.05)
         await pub.close()

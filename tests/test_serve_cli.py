@@ -18,7 +18,7 @@ import pytest
 from captions.audio import load_audio
 from captions.runtime import EngineRunner
 from meeting.app import TRANSCRIPTS_FILE, Meeting
-from meeting.store import TranscriptStore
+from meeting.store import SqliteTranscriptStore
 from sfu.client import SfuClient
 from sfu.contrib.media import pcm_audio_track
 from sfu.settings import Settings
@@ -111,8 +111,8 @@ def test_serve_prints_links_and_flushes_transcripts_on_sigterm(tmp_path: Path) -
     finally:
         if process.poll() is None:
             process.kill()
-    store = TranscriptStore(tmp_path / TRANSCRIPTS_FILE)
-    events = store.transcript("lobby")
+    store = SqliteTranscriptStore(tmp_path / TRANSCRIPTS_FILE)
+    events = asyncio.run(store.transcript("lobby"))
     assert events, f"no final caption was stored; server said:\n{output}"
     assert {e.speaker.name for e in events} == {"Host"}
     assert "report" in " ".join(e.text for e in events).lower()

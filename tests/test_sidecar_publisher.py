@@ -12,7 +12,7 @@ from captions.events import CaptionEvent, Speaker, Word
 from meeting.api import install_captions_api
 from meeting.hub import CaptionHub
 from meeting.sidecar import CaptionPublisher
-from meeting.store import TranscriptStore
+from meeting.store import SqliteTranscriptStore
 from sfu.tokens import Grants, mint_token
 from tests.browser import free_port
 
@@ -54,10 +54,10 @@ async def test_finals_made_while_the_server_is_down_are_resent_once(tmp_path: Pa
         await asyncio.sleep(0.3)
         assert publisher.unacked == 1  # nobody to acknowledge it yet
 
-        hub = CaptionHub(TranscriptStore(tmp_path / "t.sqlite"))
+        hub = CaptionHub(SqliteTranscriptStore(tmp_path / "t.sqlite"))
         server = await serve(hub, port)
         await until(lambda: publisher.unacked == 0)
-        assert [e.text for e in hub.store.transcript("r")] == ["first words"]
+        assert [e.text for e in await hub.store.transcript("r")] == ["first words"]
 
         # The server goes away and comes back: new finals are delivered, old ones not doubled.
         await server.cleanup()
@@ -70,4 +70,4 @@ async def test_finals_made_while_the_server_is_down_are_resent_once(tmp_path: Pa
         await publisher.aclose(timeout=1.0)
         if server is not None:
             await server.cleanup()
-    assert [e.text for e in hub.store.transcript("r")] == ["first words", "second words"]
+    assert [e.text for e in await hub.store.transcript("r")] == ["first words", "second words"]

@@ -1,12 +1,24 @@
+"""The transcript store: one suite, run against SQLite and a real PostgreSQL 15."""
+
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from captions.events import CaptionEvent, Speaker, Word
-from meeting.store import TranscriptStore
+from common.exceptions import StoreUnavailableError
+from meeting.migrations import LATEST_VERSION
+from meeting.store import SqliteTranscriptStore, TranscriptStore, open_store
 
 ALICE = Speaker("alice-1", "Alice")
 BOB = Speaker("bob-2", "Bob")
+HOUR = 3600.0
+
+Opener = Callable[[], Awaitable[TranscriptStore]]
 
 
 def final(speaker: Speaker, utterance: int, *words: tuple[str, float, float]) -> CaptionEvent:
@@ -15,61 +27,141 @@ def final(speaker: Speaker, utterance: int, *words: tuple[str, float, float]) ->
     )
 
 
-def test_finals_survive_reopening_and_resends_are_stored_once(tmp_path: Path) -> None:
-    path = tmp_path / "t.sqlite"
-    store = TranscriptStore(path)
-    event = final(ALICE, 0, ("hello", 0.5, 0.9), ("there", 1.0, 1.4))
-    assert store.append("r1", event, stream="s1", stream_started_at=1000.0)
-    assert not store.append("r1", event, stream="s1", stream_started_at=1000.0)
-    partial = CaptionEvent(ALICE, 1, 1, "partial", (Word("x", 2, 3),), 101.0)
-    assert not store.append("r1", partial, stream="s1", stream_started_at=1000.0)
-    store.close()
+@pytest.fixture(params=["sqlite", "postgres"])
+async def opener(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
+    """Opens (and on teardown closes) stores on one database: a second store opened is a
+    second node of a cluster, or the same node after a restart."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    opened: list[TranscriptStore] = []
 
-    store = TranscriptStore(path)
-    assert store.count("r1") == 1
-    (back,) = store.recent("r1")
+    async def open_one() -> TranscriptStore:
+        store = open_store(url, tmp_path)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        await store.aclose()
+
+
+async def test_finals_survive_reopening_and_resends_are_stored_once(opener: Opener) -> None:
+    store = await opener()
+    event = final(ALICE, 0, ("hello", 0.5, 0.9), ("there", 1.0, 1.4))
+    assert await store.append("r1", event, stream="s1", stream_started_at=1000.0)
+    assert not await store.append("r1", event, stream="s1", stream_started_at=1000.0)
+    partial = CaptionEvent(ALICE, 1, 1, "partial", (Word("x", 2, 3),), 101.0)
+    assert not await store.append("r1", partial, stream="s1", stream_started_at=1000.0)
+    await store.aclose()
+
+    store = await opener()
+    assert await store.count("r1") == 1
+    (back,) = await store.recent("r1")
     assert back.speaker == ALICE and back.kind == "final" and back.text == "hello there"
     assert [w.start for w in back.words] == [0.5, 1.0]
-    assert store.count("other") == 0
+    assert await store.count("other") == 0
 
 
-def test_transcript_puts_streams_on_one_timeline(tmp_path: Path) -> None:
-    store = TranscriptStore(tmp_path / "t.sqlite")
+async def test_transcript_puts_streams_on_one_timeline(opener: Opener) -> None:
+    store = await opener()
     # Bob's stream started 10 s after Alice's; his words at stream time 1 s came later.
-    store.append("r", final(BOB, 0, ("late", 1.0, 1.5)), stream="b", stream_started_at=1010.0)
-    store.append("r", final(ALICE, 0, ("early", 2.0, 2.5)), stream="a", stream_started_at=1000.0)
-    events = store.transcript("r")
+    await store.append("r", final(BOB, 0, ("late", 1.0, 1.5)), stream="b", stream_started_at=1010)
+    await store.append(
+        "r", final(ALICE, 0, ("early", 2.0, 2.5)), stream="a", stream_started_at=1000
+    )
+    events = await store.transcript("r")
     assert [e.text for e in events] == ["early", "late"]
     assert events[0].words[0].start == 0.0
     assert abs(events[1].words[0].start - 9.0) < 1e-6
 
 
-def test_recent_is_bounded_and_oldest_first(tmp_path: Path) -> None:
-    store = TranscriptStore(tmp_path / "t.sqlite")
+async def test_recent_is_bounded_and_oldest_first(opener: Opener) -> None:
+    store = await opener()
     for i in range(10):
-        store.append("r", final(ALICE, i, (f"w{i}", i, i + 0.5)), stream="a", stream_started_at=0)
-    assert [e.text for e in store.recent("r", 3)] == ["w7", "w8", "w9"]
+        event = final(ALICE, i, (f"w{i}", i, i + 0.5))
+        await store.append("r", event, stream="a", stream_started_at=0)
+    assert [e.text for e in await store.recent("r", 3)] == ["w7", "w8", "w9"]
 
 
-def test_retention_purges_only_ended_rooms_past_the_limit(tmp_path: Path) -> None:
-    store = TranscriptStore(tmp_path / "t.sqlite")
+async def test_retention_purges_only_ended_rooms_past_the_limit(opener: Opener) -> None:
+    store = await opener()
     for room in ("old", "live", "recent"):
-        store.append(room, final(ALICE, 0, ("hi", 0, 1)), stream="a", stream_started_at=0)
-    hour = 3600.0
-    store.touch("old", now=1000.0, active=False)
-    store.touch("live", now=1000.0, active=True)
-    store.touch("recent", now=1000.0 + 20 * hour, active=False)
-    assert store.purge_expired(24, now=1000.0 + 25 * hour) == ["old"]
-    assert store.count("old") == 0
-    assert store.count("live") == 1 and store.count("recent") == 1
+        await store.append(room, final(ALICE, 0, ("hi", 0, 1)), stream="a", stream_started_at=0)
+    await store.touch("old", now=1000.0, active=False)
+    await store.touch("live", now=1000.0, active=True)
+    await store.touch("recent", now=1000.0 + 20 * HOUR, active=False)
+    # The live room's node refreshes it (as meeting.api's retention pass does).
+    await store.touch("live", now=1000.0 + 24.5 * HOUR)
+    assert await store.purge_expired(24, now=1000.0 + 25 * HOUR) == ["old"]
+    assert await store.count("old") == 0
+    assert await store.count("live") == 1 and await store.count("recent") == 1
     # The live room ends: it is purged once the retention has passed since then.
-    store.touch("live", now=1000.0 + 25 * hour, active=False)
-    assert store.purge_expired(24, now=1000.0 + 48 * hour) == ["recent"]
-    assert store.purge_expired(24, now=1000.0 + 50 * hour) == ["live"]
+    await store.touch("live", now=1000.0 + 25 * HOUR, active=False)
+    assert await store.purge_expired(24, now=1000.0 + 48 * HOUR) == ["recent"]
+    assert await store.purge_expired(24, now=1000.0 + 50 * HOUR) == ["live"]
 
 
-def test_delete(tmp_path: Path) -> None:
-    store = TranscriptStore(tmp_path / "t.sqlite")
-    store.append("r", final(ALICE, 0, ("hi", 0, 1)), stream="a", stream_started_at=0)
-    assert store.delete("r") == 1
-    assert store.transcript("r") == []
+async def test_a_live_room_whose_node_died_is_purged_like_an_ended_one(opener: Opener) -> None:
+    node_a, node_b = await opener(), await opener()
+    await node_a.append("r", final(ALICE, 0, ("hi", 0, 1)), stream="a", stream_started_at=0)
+    await node_a.touch("r", now=1000.0, active=True)
+    # Node A dies: nobody refreshes "r" any more. Node B's retention pass purges it after
+    # the retention, counted from its last refresh...
+    assert await node_b.purge_expired(24, now=1000.0 + 23 * HOUR) == []
+    assert await node_b.purge_expired(24, now=1000.0 + 25 * HOUR) == ["r"]
+    # ...but with a retention shorter than the orphan delay, only after that delay.
+    await node_a.append("s", final(ALICE, 0, ("hi", 0, 1)), stream="a", stream_started_at=0)
+    await node_a.touch("s", now=1000.0, active=True)
+    assert await node_b.purge_expired(0, now=1000.0 + 0.5 * HOUR, orphan_after_hours=1) == []
+    assert await node_b.purge_expired(0, now=1000.0 + 1.5 * HOUR, orphan_after_hours=1) == ["s"]
+
+
+async def test_delete_from_another_node(opener: Opener) -> None:
+    node_a, node_b = await opener(), await opener()
+    await node_a.append("r", final(ALICE, 0, ("hi", 0, 1)), stream="a", stream_started_at=0)
+    await node_a.append("q", final(ALICE, 0, ("kept", 0, 1)), stream="a", stream_started_at=0)
+    assert [e.text for e in await node_b.transcript("r")] == ["hi"]
+    assert await node_b.delete("r") == 1
+    assert await node_a.transcript("r") == []
+    assert await node_a.count("q") == 1
+    assert await node_b.delete("r") == 0
+
+
+async def test_migrations_are_applied_once_even_by_nodes_starting_together(
+    opener: Opener,
+) -> None:
+    stores = await asyncio.gather(*(opener() for _ in range(3)))
+    for store in stores:
+        assert await store.schema_version() == LATEST_VERSION
+        await store.ping()
+
+
+def test_an_sqlite_file_from_before_versioning_is_adopted(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE captions (id INTEGER PRIMARY KEY, room TEXT NOT NULL, stream TEXT NOT NULL,"
+        " utterance INTEGER NOT NULL, speaker_id TEXT NOT NULL, speaker_name TEXT NOT NULL,"
+        " text TEXT NOT NULL, words TEXT NOT NULL, stream_started_at REAL NOT NULL,"
+        " wall_start REAL NOT NULL, emitted_at REAL NOT NULL, UNIQUE (room, stream, utterance));"
+        "CREATE TABLE rooms (room TEXT PRIMARY KEY, last_activity REAL NOT NULL,"
+        " active INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO captions VALUES (1, 'r', 's', 0, 'a', 'A', 'old', '[[\"old\", 0, 1]]',"
+        " 0, 0, 0);"
+    )
+    db.commit()
+    db.close()
+    store = SqliteTranscriptStore(path)
+    assert asyncio.run(store.schema_version()) == LATEST_VERSION
+    assert [e.text for e in asyncio.run(store.transcript("r"))] == ["old"]
+
+
+async def test_an_unreachable_postgres_is_a_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    from evaluation.services import free_port
+
+    store = open_store(f"postgresql://captions@127.0.0.1:{free_port()}/x", tmp_path)
+    with pytest.raises(StoreUnavailableError, match="cannot reach PostgreSQL"):
+        await store.open()
+    with pytest.raises(StoreUnavailableError, match="postgresql://"):
+        open_store("mysql://x", tmp_path)
