@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from captions.audio import PCM
+from captions.costs import StepCosts
 from captions.track import CaptionTrack
 
 
@@ -130,6 +131,8 @@ class Session:
 
 class Engine(ABC):
     info: EngineInfo
+    costs: StepCosts | None = None
+    """Per-step compute totals, for engines that measure them (see :mod:`captions.costs`)."""
 
     @abstractmethod
     def create_session(

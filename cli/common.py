@@ -20,6 +20,22 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-streams", type=int, help="concurrent speakers the engine accepts")
     group.add_argument("--kyutai-url", help="ws://HOST:PORT/api/asr-streaming (kyutai-remote)")
     group.add_argument("--kyutai-api-key", help="API key for --kyutai-url (kyutai-remote)")
+    group.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        type=setting,
+        metavar="NAME=VALUE",
+        help="an engine tunable, e.g. step_seconds=0.7 (whisper; see docs/whisper-engine.md)",
+    )
+
+
+def setting(text: str) -> tuple[str, str]:
+    """An argparse type: ``NAME=VALUE``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
 
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
@@ -30,4 +46,5 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         max_streams=args.max_streams,
         kyutai_url=args.kyutai_url,
         kyutai_api_key=args.kyutai_api_key,
+        settings=dict(getattr(args, "setting", None) or []),
     )

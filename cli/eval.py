@@ -40,6 +40,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--no-offline", action="store_true", help="skip the offline WER of whole items"
     )
+    parser.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="compare specs side by side, interleaved item by item, with ratios to the "
+        "first: an engine and/or key=value pairs, e.g. 'whisper' 'whisper,step_seconds=0.7' "
+        "'model=base,language=fr' 'mode=realtime' (repeat the option)",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="also run every spec in real time through the live runtime (words stamped on "
+        "arrival), beside the computation-aware simulation",
+    )
     parser.set_defaults(func=run)
 
 
@@ -95,25 +110,31 @@ def load_items(manifests: list[Path], limit: int | None) -> list[ManifestItem]:
     return items[:limit] if limit else items
 
 
+def progress_bar(console: Console, *, runs: int) -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=runs <= _PROGRESS_FROM,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from evaluation.evaluate import WordTimes, evaluate
     from evaluation.metrics import summarize
 
     console = Console(stderr=True)
     items = load_items(args.manifests, args.limit)
+    if args.spec or args.realtime:
+        return run_comparison(args, items, console)
     options = engine_options(args)
     engine = create_engine(args.engine, options)
     machine_before = machine_state()
     try:
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=len(items) <= _PROGRESS_FROM,
-        ) as progress:
+        with progress_bar(console, runs=len(items)) as progress:
             task = progress.add_task(f"eval {args.engine}", total=len(items))
             scores = evaluate(
                 items,
@@ -166,6 +187,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("streaming WER", _fmt(summary["wer"], "%")),
         ("offline WER (same model)", _fmt(summary["offline_wer"], "%")),
         ("RTF (compute / audio)", _fmt(summary["rtf"])),
+        ("CPU s per audio s (all threads)", _fmt(summary.get("cpu_per_audio_second"))),
         ("audio dropped", _fmt(summary["dropped_seconds"], " s")),
         ("first_partial p50", _fmt(latency["first_partial_p50"], " s")),
         ("final p50", _fmt(latency["final_p50"], " s")),
@@ -180,6 +202,78 @@ def summary_table(summary: dict[str, Any]) -> Table:
             f"faster-whisper alignment: {sources['aligned']} items",
         ),
     ]
+    for name, seconds in summary.get("costs", {}).items():
+        rows.append((f"  step {name} (s per audio s)", _fmt(seconds)))
     for row in rows:
         table.add_row(*row)
+    return table
+
+
+def run_comparison(args: argparse.Namespace, items: list[ManifestItem], console: Console) -> int:
+    from evaluation.compare import compare, comparison_summary, parse_spec, with_realtime_twins
+    from evaluation.evaluate import WordTimes
+
+    base = engine_options(args)
+    specs = [parse_spec(t, base, default_engine=args.engine) for t in args.spec or [args.engine]]
+    if args.realtime:
+        specs = with_realtime_twins(specs)
+    machine_before = machine_state()
+    with progress_bar(console, runs=len(items) * len(specs)) as progress:
+        task = progress.add_task(f"eval {len(specs)} specs", total=len(items) * len(specs))
+        runs = compare(
+            items,
+            specs,
+            tail_seconds=args.tail_seconds,
+            word_times=WordTimes(args.align_model),
+            offline=not args.no_offline,
+            on_run=lambda: progress.advance(task),
+        )
+    output = comparison_summary(runs)
+    output["machine"] = {"before": machine_before, "after": machine_state()}
+    Console().print(comparison_table(output))
+    if args.json:
+        args.json.write_text(json.dumps(output, indent=2) + "\n")
+    return 0
+
+
+_COMPARED = (
+    ("streaming WER", "wer", "%"),
+    ("offline WER (same model)", "offline_wer", "%"),
+    ("streaming / offline WER", "wer_vs_offline", ""),
+    ("RTF (compute / audio)", "rtf", ""),
+    ("CPU s per audio s", "cpu_per_audio_second", ""),
+    ("audio dropped", "dropped_seconds", " s"),
+    ("first_partial p50", "latency.first_partial_p50", " s"),
+    ("final p50", "latency.final_p50", " s"),
+    ("final p95", "latency.final_p95", " s"),
+    ("eou p50", "latency.eou_p50", " s"),
+    ("timed words", "latency.timed_words", ""),
+)
+
+
+def comparison_table(output: dict[str, Any]) -> Table:
+    """Measures as rows, specs as columns; each non-baseline value with its ratio."""
+    from evaluation.compare import figure
+
+    specs = output["specs"]
+    ratios = output["ratios"]
+    table = Table(
+        title=f"captions eval: {len(specs)} specs, {specs[0]['items']} items each, interleaved",
+        caption=f"(x ratio) to the baseline {output['baseline']!r}; "
+        f"load average (1 min) {_load(output)}",
+    )
+    table.add_column("measure", style="bold")
+    for summary in specs:
+        table.add_column(summary["spec"], justify="right")
+    rows: list[tuple[str, str, str]] = list(_COMPARED)
+    steps = sorted({name for s in specs for name in s.get("costs", {})})
+    rows += [(f"  step {name} (s / audio s)", f"costs.{name}", "") for name in steps]
+    rows.append(("load 1 min (mean over its runs)", "load_1min.mean", ""))
+    for title, key, unit in rows:
+        cells = []
+        for summary in specs:
+            cell = _fmt(figure(summary, key), unit)
+            ratio = ratios.get(summary["spec"], {}).get(key)
+            cells.append(f"{cell} (x{ratio:.2f})" if ratio is not None else cell)
+        table.add_row(title, *cells)
     return table

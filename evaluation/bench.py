@@ -22,50 +22,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from captions.audio import PCM
 from captions.clock import WallClock
-from captions.engine import AudioInbox, Engine, Session
-from captions.events import CaptionEvent, Speaker
-from captions.runtime import EngineRunner, SpeechStream, push_in_real_time
-from captions.simulate import StreamRecord
-from captions.track import CaptionTrack
+from captions.engine import Engine
+from captions.events import Speaker
+from captions.runtime import EngineRunner
 from common.exceptions import CapacityError
 from evaluation.evaluate import WordTimes
 from evaluation.machine import machine_state
 from evaluation.manifest import ManifestItem, TimedWord
 from evaluation.metrics import ItemScore, WordSource, percentile, score_item
+from evaluation.realtime import TimedEngine, stream_in_real_time
 
 # Speaker i starts at item i * _ITEM_STRIDE, so concurrent speakers say different things.
 _ITEM_STRIDE = 5
-
-
-class _TimedEngine(Engine):
-    """Delegates to an engine, adding up the time spent in ``step``; never closes it."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.info = engine.info
-        self.busy_seconds = 0.0
-
-    def create_session(
-        self, track: CaptionTrack, inbox: AudioInbox, *, language: str | None = None
-    ) -> Session:
-        return self.engine.create_session(track, inbox, language=language)
-
-    def step(self, sessions: Sequence[Session]) -> None:
-        begin = time.perf_counter()
-        try:
-            self.engine.step(sessions)
-        finally:
-            self.busy_seconds += time.perf_counter() - begin
-
-    def release_session(self, session: Session) -> None:
-        self.engine.release_session(session)
-
-    def close(self) -> None:
-        """The benchmark reuses the engine across runs; its owner closes it."""
 
 
 @dataclass
@@ -106,6 +76,8 @@ class BenchResult:
     """The machine's 1/5/15-minute load averages when the run ended."""
     error: str | None = None
     """Why the run could not serve every speaker (e.g. the engine's capacity)."""
+    costs: dict[str, float] = field(default_factory=dict)
+    """Seconds per engine step during the run (see :mod:`captions.costs`)."""
 
     @property
     def final_p95(self) -> float | None:
@@ -128,6 +100,12 @@ class BenchResult:
             "audio_seconds": round(self.fed_seconds, 2),
             "rtf": round(self.busy_seconds / self.fed_seconds, 4) if self.fed_seconds else None,
             "cpu_cores": None if cores is None else round(cores, 3),
+            "cpu_per_audio_second": round(self.cpu_seconds / self.fed_seconds, 4)
+            if self.fed_seconds
+            else None,
+            "costs": {k: round(v / self.fed_seconds, 4) for k, v in sorted(self.costs.items())}
+            if self.fed_seconds
+            else {},
             # Share of the run the engine worker spent computing: near 1 means saturated.
             "engine_busy": round(self.busy_seconds / self.wall_seconds, 3)
             if self.wall_seconds
@@ -168,7 +146,7 @@ class Bench:
         tail_seconds: float = 2.0,
         chunk_seconds: float = 0.1,
     ) -> None:
-        self.engine = _TimedEngine(engine)
+        self.engine = TimedEngine(engine)
         self.items = list(items)
         self.word_times = word_times or WordTimes()
         self.language = language
@@ -205,6 +183,8 @@ class Bench:
     async def _run(self, playlists: list[list[_Prepared]]) -> BenchResult:
         result = BenchResult(speakers=len(playlists))
         busy_before = self.engine.busy_seconds
+        costs = self.engine.costs
+        costs_before = costs.snapshot() if costs else {}
         cpu_before, wall_before = time.process_time(), time.perf_counter()
         async with EngineRunner(self.engine, clock=WallClock()) as runner:
             outcomes = await asyncio.gather(
@@ -222,6 +202,7 @@ class Bench:
         result.wall_seconds = time.perf_counter() - wall_before
         result.cpu_seconds = time.process_time() - cpu_before
         result.busy_seconds = self.engine.busy_seconds - busy_before
+        result.costs = costs.since(costs_before) if costs else {}
         result.loadavg_after = machine_state()["loadavg"]
         return result
 
@@ -239,7 +220,12 @@ class Bench:
         await asyncio.sleep(delay)  # staggered starts, as people do not speak in lockstep
         for prepared in playlist:
             stream = runner.open_stream(Speaker(name), language=self.language)
-            record = await self._stream_item(stream, prepared.pcm)
+            record = await stream_in_real_time(
+                stream,
+                prepared.pcm,
+                tail_seconds=self.tail_seconds,
+                chunk_seconds=self.chunk_seconds,
+            )
             result.fed_seconds += record.fed_seconds
             speaker.degraded |= stream.degraded
             speaker.scores.append(
@@ -252,29 +238,6 @@ class Bench:
                     language=prepared.item.language,
                 )
             )
-
-    async def _stream_item(self, stream: SpeechStream, pcm: PCM) -> StreamRecord:
-        rate = self.engine.info.sample_rate
-        audio = np.concatenate([pcm, np.zeros(round(self.tail_seconds * rate), np.float32)])
-        events: list[CaptionEvent] = []
-
-        async def collect() -> None:
-            async for event in stream:
-                events.append(event)
-
-        collector = asyncio.create_task(collect())
-        origin = await push_in_real_time(stream, audio, rate, chunk_seconds=self.chunk_seconds)
-        await stream.aclose()
-        await collector
-        return StreamRecord(
-            events=tuple(events),
-            origin=origin,
-            audio_seconds=pcm.size / rate,
-            fed_seconds=audio.size / rate,
-            compute_seconds=0.0,
-            steps=0,
-            dropped_seconds=stream.session.inbox.dropped_samples / rate,
-        )
 
 
 def find_max(

@@ -1,9 +1,12 @@
-"""One evaluation run: every item simulated, recognised offline, timed and scored."""
+"""One evaluation run: every item streamed (simulated, or live), recognised offline, timed
+and scored."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
+from captions.audio import PCM
 from captions.engine import Engine
 from captions.engines import EngineOptions
 from captions.events import Speaker
@@ -11,6 +14,7 @@ from captions.simulate import simulate
 from evaluation.manifest import ManifestItem, TimedWord
 from evaluation.metrics import ItemScore, WordSource, score_item
 from evaluation.offline import WHISPER_RATE, FasterWhisper, offline_transcriber
+from evaluation.realtime import run_in_real_time
 
 
 class WordTimes:
@@ -33,6 +37,40 @@ class WordTimes:
         return self._aligner.word_times(pcm, item.language), "aligned"
 
 
+def stream_and_score(
+    engine: Engine,
+    item: ManifestItem,
+    pcm: PCM,
+    *,
+    language: str | None,
+    tail_seconds: float,
+    word_times: tuple[Sequence[TimedWord], WordSource],
+    offline_text: str | None = None,
+    realtime: bool = False,
+) -> ItemScore:
+    """Streams one item through ``engine`` (simulated, or paced live with ``realtime``)
+    and scores it, with the process CPU time and the engine's step costs it took."""
+    costs_before = engine.costs.snapshot() if engine.costs else {}
+    cpu_before = time.process_time()
+    speaker = Speaker(item.speaker or item.id)
+    run = run_in_real_time if realtime else simulate
+    record = run(engine, pcm, speaker=speaker, language=language, tail_seconds=tail_seconds)
+    cpu_seconds = time.process_time() - cpu_before
+    timed, source = word_times
+    score = score_item(
+        item_id=item.id,
+        reference_text=item.text,
+        record=record,
+        timed_words=timed,
+        word_source=source,
+        offline_text=offline_text,
+        language=item.language,
+    )
+    score.cpu_seconds = cpu_seconds
+    score.costs = engine.costs.since(costs_before) if engine.costs else {}
+    return score
+
+
 def evaluate(
     items: Sequence[ManifestItem],
     engine: Engine,
@@ -50,22 +88,14 @@ def evaluate(
     for item in items:
         language = options.language or item.language
         pcm = item.load_audio(engine.info.sample_rate)
-        record = simulate(
+        score = stream_and_score(
             engine,
+            item,
             pcm,
-            speaker=Speaker(item.speaker or item.id),
             language=language,
             tail_seconds=tail_seconds,
-        )
-        timed, source = timer(item)
-        score = score_item(
-            item_id=item.id,
-            reference_text=item.text,
-            record=record,
-            timed_words=timed,
-            word_source=source,
+            word_times=timer(item),
             offline_text=transcribe(pcm, language) if transcribe else None,
-            language=item.language,
         )
         scores.append(score)
         if on_item is not None:

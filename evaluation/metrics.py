@@ -20,6 +20,7 @@ from typing import Any, Literal
 import jiwer
 import numpy as np
 
+from captions.costs import add_costs
 from captions.simulate import HypothesisWord, StreamRecord, hypothesis_words
 from evaluation.alignment import align, reference_ends, tokens_of
 from evaluation.manifest import TimedWord
@@ -47,6 +48,10 @@ class ItemScore:
     timed: list[str] = field(default_factory=list)
     """The timed words, in the order of ``first_partial`` and ``final``."""
     eou: float | None = None
+    cpu_seconds: float | None = None
+    """Process CPU time (every thread) spent on the item, when measured."""
+    costs: dict[str, float] = field(default_factory=dict)
+    """Seconds per engine step (see :mod:`captions.costs`), when the engine measures them."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +71,8 @@ class ItemScore:
             "first_partial_p50": percentile(self.first_partial, 50),
             "final_p50": percentile(self.final, 50),
             "eou": None if self.eou is None else round(self.eou, 3),
+            "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 3),
+            "costs": {k: round(v, 4) for k, v in sorted(self.costs.items())},
             "words": [
                 {"word": w, "first_partial": round(a, 3), "final": round(b, 3)}
                 for w, a, b in zip(self.timed, self.first_partial, self.final, strict=True)
@@ -132,6 +139,23 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b > 0 else None
 
 
+def _wer_vs_offline(scores: Sequence[ItemScore]) -> float | None:
+    """Streaming WER over the same model's offline WER (1.0: streaming loses nothing)."""
+    references = [s.reference for s in scores]
+    streaming = corpus_wer(references, [s.hypothesis for s in scores])
+    offline = corpus_wer(references, [s.offline or "" for s in scores])
+    return None if streaming is None or not offline else round(streaming / offline, 3)
+
+
+def cost_breakdown(scores: Sequence[ItemScore]) -> dict[str, float]:
+    """Seconds of each engine step per second of audio fed, pooled over the items."""
+    fed = sum(s.fed_seconds for s in scores)
+    total: dict[str, float] = {}
+    for s in scores:
+        add_costs(total, s.costs)
+    return {k: round(v / fed, 4) for k, v in sorted(total.items())} if fed > 0 else {}
+
+
 def summarize(engine: str, scores: Sequence[ItemScore]) -> dict[str, Any]:
     """The run's JSON summary (the keys documented for ``captions eval --json``)."""
     first = [x for s in scores for x in s.first_partial]
@@ -150,7 +174,14 @@ def summarize(engine: str, scores: Sequence[ItemScore]) -> dict[str, Any]:
         if offline_ok
         else None,
         "rtf": _ratio(sum(s.compute_seconds for s in scores), sum(s.fed_seconds for s in scores)),
+        "wer_vs_offline": _wer_vs_offline(scores) if offline_ok else None,
         "dropped_seconds": round(sum(s.dropped_seconds for s in scores), 3),
+        "cpu_per_audio_second": _ratio(
+            sum(s.cpu_seconds or 0.0 for s in scores), sum(s.fed_seconds for s in scores)
+        )
+        if scores and all(s.cpu_seconds is not None for s in scores)
+        else None,
+        "costs": cost_breakdown(scores),
         "latency": {
             "first_partial_p50": percentile(first, 50),
             "first_partial_p95": percentile(first, 95),

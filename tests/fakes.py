@@ -8,13 +8,18 @@ so tests can assert what reached the engine.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 from captions.engine import AudioInbox, Engine, EngineInfo, Session
 from captions.events import Word
 from captions.track import CaptionTrack
 from common.exceptions import CapacityError
+from tests.speech import write_wav
 
 
 @dataclass(eq=False)
@@ -78,3 +83,20 @@ class ScriptedEngine(Engine):
                 s.finished = ending
             else:
                 s.track.update(commit=final, tail=words[len(final) :])
+
+
+def silent_manifest(
+    folder: Path, script: Sequence[tuple[str, float, float]], *, items: int
+) -> Path:
+    """A manifest of ``items`` 1-second silent items whose words are ``script`` (for the
+    scripted engine, which needs no real speech)."""
+    write_wav(folder / "a.wav", np.zeros(16_000, np.float32), 16_000)
+    words = [{"word": w, "start": a, "end": b} for w, a, b in script]
+    text = " ".join(w for w, _, _ in script)
+    lines = [
+        json.dumps({"id": f"item{i}", "audio": "a.wav", "text": text, "words": words})
+        for i in range(items)
+    ]
+    path = folder / "manifest.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from evaluation.bench import Bench, BenchResult, SpeakerResult, find_max
 from evaluation.manifest import read_manifest
 from evaluation.metrics import ItemScore
-from tests.fakes import ScriptedEngine
-from tests.speech import write_wav
+from tests.fakes import ScriptedEngine, silent_manifest
 
 SCRIPT = [("hello", 0.1, 0.4), ("world", 0.5, 0.8)]
 
 
 @pytest.fixture
 def manifest(tmp_path: Path) -> Path:
-    write_wav(tmp_path / "a.wav", np.zeros(16_000, np.float32), 16_000)
-    words = [{"word": w, "start": a, "end": b} for w, a, b in SCRIPT]
-    lines = [
-        json.dumps({"id": f"item{i}", "audio": "a.wav", "text": "hello world", "words": words})
-        for i in range(3)
-    ]
-    path = tmp_path / "manifest.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return silent_manifest(tmp_path, SCRIPT, items=3)
 
 
 def test_concurrent_speakers_in_real_time(manifest: Path) -> None:

@@ -1,17 +1,18 @@
 """Engine registry. Engines load lazily so that importing the core stays cheap.
 
 Each engine module exposes ``load(options) -> Engine`` and
-``available_models() -> list[ModelListing]`` (for ``captions models``).
+``available_models() -> list[ModelListing]`` (for ``captions models``); one that reads
+``EngineOptions.settings`` says so with ``TAKES_SETTINGS = True``.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 
 from captions.engine import Engine
-from common.exceptions import UnknownEngineError
+from common.exceptions import ConfigError, UnknownEngineError
 
 DEFAULT_ENGINE = "whisper"
 
@@ -34,6 +35,9 @@ class EngineOptions:
     max_streams: int | None = None
     kyutai_url: str | None = None
     kyutai_api_key: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    """Engine tunables by name (``--setting NAME=VALUE``); an engine refuses names it
+    does not know with ConfigError."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,11 @@ def _module(name: str) -> ModuleType:
 
 def create_engine(name: str, options: EngineOptions | None = None) -> Engine:
     """Loads engine ``name``. Raises UnknownEngineError or ModelNotFoundError."""
-    engine: Engine = _module(name).load(options or EngineOptions())
+    options = options or EngineOptions()
+    module = _module(name)
+    if options.settings and not getattr(module, "TAKES_SETTINGS", False):
+        raise ConfigError(f"engine {name} has no tunables for --setting")
+    engine: Engine = module.load(options)
     return engine
 
 

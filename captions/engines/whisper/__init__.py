@@ -33,6 +33,9 @@ from captions.engines.whisper.models import (
 )
 from captions.engines.whisper.settings import WhisperSettings
 
+TAKES_SETTINGS = True
+"""``--setting NAME=VALUE`` sets a :class:`WhisperSettings` field."""
+
 __all__ = [
     "DEFAULT_MODEL_NAME",
     "WhisperEngine",

@@ -80,12 +80,16 @@ class BatchTranscriber:
         self.decoder.close()
 
     def transcribe(
-        self, session: WhisperSession, start: int, end: int, *, beam_size: int = 1
+        self, session: WhisperSession, start: int, end: int, *, beam_size: int = 1, phase: str = ""
     ) -> Hypothesis:
-        return self.transcribe_many([(session, start, end)], beam_size=beam_size)[0]
+        return self.transcribe_many([(session, start, end)], beam_size=beam_size, phase=phase)[0]
 
     def transcribe_many(
-        self, requests: Sequence[tuple[WhisperSession, int, int]], *, beam_size: int = 1
+        self,
+        requests: Sequence[tuple[WhisperSession, int, int]],
+        *,
+        beam_size: int = 1,
+        phase: str = "",
     ) -> list[Hypothesis]:
         """Transcribes each (session, start, end) audio span, batching similar ones."""
         prepared = self.pool.map(lambda request: self.decoder.prepare(*request), requests)
@@ -96,7 +100,8 @@ class BatchTranscriber:
             workers=self.pool.workers,
         )
         decoded = self.pool.map(
-            lambda batch: self.decoder.decode([prepared[j] for j in batch], beam_size), batches
+            lambda batch: self.decoder.decode([prepared[j] for j in batch], beam_size, phase=phase),
+            batches,
         )
         results: list[Hypothesis] = [Hypothesis([], "")] * len(prepared)
         for batch, hypotheses in zip(batches, decoded, strict=True):

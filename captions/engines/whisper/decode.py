@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from captions.costs import StepCosts
 from captions.engines.whisper import text
 from captions.engines.whisper.session import Hypothesis, WhisperSession
 from captions.engines.whisper.settings import WhisperSettings
@@ -57,10 +58,11 @@ class Look:
 class Decoder:
     """Turns spans of sessions' audio into hypotheses with one faster-whisper model."""
 
-    def __init__(self, model: Any, settings: WhisperSettings) -> None:
+    def __init__(self, model: Any, settings: WhisperSettings, costs: StepCosts) -> None:
         self.model = model
         """A ``faster_whisper.WhisperModel``."""
         self.settings = settings
+        self.costs = costs
         self.multilingual = bool(model.model.is_multilingual)
         self._tokenizers: dict[str, Any] = {}
 
@@ -71,7 +73,8 @@ class Decoder:
         """The log-mel features of ``s``'s audio from ``start`` to ``end`` (absolute samples)."""
         audio = s.audio[start - s.audio_start : end - s.audio_start]
         extractor = self.model.feature_extractor
-        features = extractor(audio)
+        with self.costs.measure("features"):
+            features = extractor(audio)
         frame_rate = SAMPLE_RATE / extractor.hop_length
         frames = math.ceil((features.shape[-1] + self.settings.pad_seconds * frame_rate) / 100)
         frames = min(frames * 100, extractor.nb_max_frames)
@@ -84,22 +87,24 @@ class Decoder:
         key = f"{key or 'en'}+{'context' if s.agreement.prompt else 'none'}"
         return Span(s, start, audio.size, features, frames, key)
 
-    def decode(self, spans: list[Span], beam_size: int = 1) -> list[Hypothesis]:
+    def decode(self, spans: list[Span], beam_size: int = 1, *, phase: str = "") -> list[Hypothesis]:
         """One encoder pass over the spans, then decoding; a span whose decode looks
         broken (see :class:`Look`) is decoded once more the other way (greedy <-> beam
-        search), and the better look is kept."""
+        search), and the better look is kept. Costs are recorded as ``phase`` + the step
+        ("encoder", "decoder", "alignment", "second look")."""
         frames = max(span.frames for span in spans)
         batch = np.stack(
             [np.pad(sp.features, ((0, 0), (0, frames - sp.features.shape[-1]))) for sp in spans]
         )
-        encoded = self.model.encode(batch)
+        with self.costs.measure(phase + "encoder"):
+            encoded = self.model.encode(batch)
         first = spans[0].session
         language = first.language or first.detected_language
         if language is None:
             language = self._detect_language(encoded) if self.multilingual else "en"
             first.detected_language = language
         tokenizer = self._tokenizer(language)
-        looks = self._generate(spans, encoded, tokenizer, beam_size)
+        looks = self._generate(spans, encoded, tokenizer, beam_size, phase)
         retry = [i for i, look in enumerate(looks) if look.broken]
         other_beam = 1 if beam_size > 1 else self.settings.fallback_beam_size
         if retry and other_beam != beam_size:
@@ -109,14 +114,15 @@ class Decoder:
                 encoded = ctranslate2.StorageView.from_array(
                     np.ascontiguousarray(np.asarray(encoded)[retry])
                 )
-            again = self._generate([spans[i] for i in retry], encoded, tokenizer, other_beam)
+            retried = [spans[i] for i in retry]
+            again = self._generate(retried, encoded, tokenizer, other_beam, phase + "second look ")
             for i, look in zip(retry, again, strict=True):
                 if look.better_than(looks[i]):
                     looks[i] = look
         return [Hypothesis(look.words, language) for look in looks]
 
     def _generate(
-        self, spans: list[Span], encoded: Any, tokenizer: Any, beam_size: int
+        self, spans: list[Span], encoded: Any, tokenizer: Any, beam_size: int, phase: str
     ) -> list[Look]:
         """Decodes encoded spans (with their sessions' prompts) into aligned words."""
         model, settings = self.model, self.settings
@@ -132,16 +138,17 @@ class Decoder:
             for context in contexts
         ]
         longest = max(span.samples for span in spans) / SAMPLE_RATE
-        results = model.model.generate(
-            encoded,
-            prompts,
-            beam_size=beam_size,
-            max_length=min(model.max_length, max(map(len, prompts)) + int(6 * longest) + 10),
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=[-1],
-        )
+        with self.costs.measure(phase + "decoder"):
+            results = model.model.generate(
+                encoded,
+                prompts,
+                beam_size=beam_size,
+                max_length=min(model.max_length, max(map(len, prompts)) + int(6 * longest) + 10),
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=True,
+                suppress_tokens=[-1],
+            )
         texts: list[list[int]] = []
         for result in results:
             tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
@@ -152,12 +159,13 @@ class Decoder:
             return [Look([], broken=False, covered=0.0) for _ in spans]
         # Alignment runs on the whole batch; an empty text gets a placeholder token.
         placeholder = tokenizer.encode(" .")
-        aligned = model.find_alignment(
-            tokenizer,
-            [tokens or placeholder for tokens in texts],
-            encoded,
-            [sp.features.shape[-1] for sp in spans],  # one count per batch item
-        )
+        with self.costs.measure(phase + "alignment"):
+            aligned = model.find_alignment(
+                tokenizer,
+                [tokens or placeholder for tokens in texts],
+                encoded,
+                [sp.features.shape[-1] for sp in spans],  # one count per batch item
+            )
         looks = []
         for span, tokens, pieces in zip(spans, texts, aligned, strict=True):
             if not tokens:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from captions.costs import StepCosts
 from captions.engine import AudioInbox, Engine, EngineInfo, Session
 from captions.engines import EngineOptions
 from captions.engines.local_agreement import LocalAgreement
@@ -46,7 +47,8 @@ class WhisperEngine(Engine):
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelNotFoundError(f"{model_path}: cannot load Whisper model ({exc})") from exc
-        self.decoder = Decoder(self.model, self.settings)
+        self.costs = StepCosts()
+        self.decoder = Decoder(self.model, self.settings, self.costs)
         self.multilingual = self.decoder.multilingual
         languages = tuple(_LANGUAGE_CODES) if self.multilingual else ("en",)
         self.default_language = language
@@ -55,7 +57,7 @@ class WhisperEngine(Engine):
         self.transcriber = BatchTranscriber(
             self.decoder, workers=self.settings.workers, max_batch=self.settings.max_batch
         )
-        self.utterances = Utterances(self.settings, self.transcriber)
+        self.utterances = Utterances(self.settings, self.transcriber, self.costs)
         self.active_sessions = 0
         self.info = EngineInfo(
             name="whisper",
@@ -153,4 +155,5 @@ def load(options: EngineOptions) -> WhisperEngine:
         language=options.language,
         device=options.device,
         max_streams=options.max_streams,
+        settings=WhisperSettings.from_overrides(options.settings),
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+
+from common.exceptions import ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,3 +46,22 @@ class WhisperSettings:
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, str]) -> WhisperSettings:
+        """The defaults with ``overrides`` (name -> text, as on the command line) applied.
+        Raises ConfigError for an unknown name or a value of the wrong kind."""
+        kinds = {f.name: f.type for f in fields(cls)}
+        values: dict[str, float | int] = {}
+        for name, text in overrides.items():
+            kind = kinds.get(name)
+            if kind is None:
+                known = ", ".join(sorted(kinds))
+                raise ConfigError(f"unknown whisper setting {name!r} (known: {known})")
+            try:
+                values[name] = int(text) if kind in ("int", int) else float(text)
+            except ValueError:
+                raise ConfigError(f"whisper setting {name}: not a number: {text!r}") from None
+            if values[name] < 0:
+                raise ConfigError(f"whisper setting {name} must not be negative")
+        return replace(cls(), **values)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from captions.costs import StepCosts
 from captions.engines.whisper.batching import BatchTranscriber
 from captions.engines.whisper.session import Hypothesis, WhisperSession
 from captions.engines.whisper.settings import WhisperSettings
@@ -28,9 +29,12 @@ def samples(seconds: float) -> int:
 class Utterances:
     """Drives the utterances of sessions; transcriptions go through ``transcriber``."""
 
-    def __init__(self, settings: WhisperSettings, transcriber: BatchTranscriber) -> None:
+    def __init__(
+        self, settings: WhisperSettings, transcriber: BatchTranscriber, costs: StepCosts
+    ) -> None:
         self.settings = settings
         self.transcriber = transcriber
+        self.costs = costs
 
     def ingest(self, s: WhisperSession) -> None:
         """Takes the session's new audio through the VAD, opening and closing utterances."""
@@ -44,7 +48,9 @@ class Utterances:
             s.vad.reset(offset)
         if pcm.size:
             s.audio = np.concatenate([s.audio, pcm])
-            for change in s.vad.feed(pcm):
+            with self.costs.measure("vad"):
+                changes = s.vad.feed(pcm)
+            for change in changes:
                 self._on_change(s, change)
 
     def due(self, s: WhisperSession) -> bool:
@@ -111,7 +117,7 @@ class Utterances:
                 words = last[2].words
             else:
                 words = self.transcriber.transcribe(
-                    s, s.buffer_start, end, beam_size=self.settings.final_beam_size
+                    s, s.buffer_start, end, beam_size=self.settings.final_beam_size, phase="final "
                 ).words
             # An empty last look (short audio, or judged non-speech) keeps the tail that
             # was shown rather than silently dropping words the reader already saw.
