@@ -119,3 +119,75 @@ def test_deleted_transcript_is_cleared(meeting: Any) -> None:
     guest.wait_for_function(
         "document.querySelectorAll('[data-testid=transcript] .transcript-entry').length === 0"
     )
+    guest.keyboard.press("Escape")
+
+
+def final(utterance: int, text: str) -> CaptionEvent:
+    words = tuple(Word(w, 0.5 * i, 0.5 * i + 0.4, True) for i, w in enumerate(text.split()))
+    return CaptionEvent(CAROL, utterance, 1, "final", words, time.time())
+
+
+def choose(page: Any, name: str, value: str) -> None:
+    page.click("[data-testid=settings-open]")
+    page.check(f"[data-testid=settings] input[name={name}][value={value}]")
+    page.keyboard.press("Escape")
+
+
+def test_hiding_captions_keeps_announcing_and_the_key_can_change_or_go(meeting: Any) -> None:
+    server, _, guest = meeting
+    toggle = "[data-testid=captions-toggle]"
+    guest.focus(toggle)
+    guest.keyboard.press("c")
+    assert guest.get_attribute(toggle, "aria-pressed") == "false"
+    publish(server, final(10, "still read out"))
+    guest.wait_for_function(
+        "document.querySelector('[data-testid=captions-log]').textContent"
+        ".includes('Carol: still read out')"
+    )
+    assert guest.is_hidden("[data-testid=captions]")
+    # No single-key shortcut: c does nothing.
+    choose(guest, "captionsKey", "off")
+    assert guest.get_attribute(toggle, "aria-keyshortcuts") is None
+    guest.focus(toggle)
+    guest.keyboard.press("c")
+    assert guest.get_attribute(toggle, "aria-pressed") == "false"
+    # Remapped to k.
+    choose(guest, "captionsKey", "k")
+    guest.focus(toggle)
+    guest.keyboard.press("c")
+    assert guest.get_attribute(toggle, "aria-pressed") == "false"
+    guest.keyboard.press("k")
+    assert guest.get_attribute(toggle, "aria-pressed") == "true"
+    assert guest.get_attribute(toggle, "aria-keyshortcuts") == "k"
+    # Silencing the screen reader is its own, explicit choice.
+    choose(guest, "announce", "off")
+    publish(server, final(11, "not read out"))
+    guest.wait_for_selector("[data-testid=captions] .caption-line[data-utterance='11']")
+    assert "not read out" not in guest.text_content("[data-testid=captions-log]")
+    choose(guest, "announce", "on")
+    choose(guest, "captionsKey", "c")
+
+
+def test_settings_dialog_opens_on_the_current_choice(meeting: Any) -> None:
+    _, _, guest = meeting
+    guest.click("[data-testid=settings-open]")
+    focused = guest.evaluate("() => [document.activeElement.name, document.activeElement.checked]")
+    assert focused == ["size", True]
+    guest.keyboard.press("Escape")
+
+
+def test_skip_link_then_leave_and_join_again(meeting: Any) -> None:
+    """Last in this module: the guest leaves. The skip link moves focus to the captions
+    without touching the fragment that holds the token, so "Join again" works."""
+    _, _, guest = meeting
+    guest.focus("[data-role=skip-link]")
+    guest.keyboard.press("Enter")
+    assert guest.evaluate("() => document.activeElement.id") == "captions-region"
+    assert "#token=" in guest.url
+    guest.click("[data-testid=leave]")
+    guest.wait_for_selector("[data-testid=error-screen]:not([hidden])")
+    assert guest.evaluate("() => document.activeElement.dataset.role") == "error-heading"
+    guest.click("[data-role=error-retry]")
+    guest.wait_for_selector("[data-testid=join-screen]:not([hidden])")
+    guest.click("[data-testid=join-button]")
+    guest.wait_for_selector("[data-testid=meeting]:not([hidden])")

@@ -75,6 +75,12 @@ function boot() {
   applySettings(state.settings);
   $(".lang-switch").addEventListener("click", () => setLanguage(language() === "fr" ? "en" : "fr"));
   onLanguageChange(() => refreshLabels());
+  role("skip-link").addEventListener("click", (event) => {
+    // Focus moves; the URL fragment, which holds the token, stays as it is.
+    event.preventDefault();
+    skipTarget()?.focus();
+  });
+  refreshLabels();
 
   const pathRoom = decodeURIComponent((location.pathname.match(/^\/room\/([^/]+)\/?$/) || [])[1] || "");
   const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
@@ -106,6 +112,22 @@ function decodeGrants(token) {
 
 function showScreen(id) {
   for (const screen of document.querySelectorAll(".screen")) screen.hidden = screen.id !== id;
+  refreshSkipLink();
+}
+
+/** The skip link leads to the captions in a meeting, else to the screen's main content. */
+function skipTarget() {
+  if (!$("#meeting").hidden) return $("#captions-region");
+  return document.querySelector(".screen:not([hidden])");
+}
+
+function refreshSkipLink() {
+  const link = role("skip-link");
+  const target = skipTarget();
+  const inMeeting = target?.id === "captions-region";
+  link.dataset.i18n = inMeeting ? "meeting.captions" : "skip.main";
+  link.textContent = t(link.dataset.i18n);
+  if (target) link.setAttribute("href", `#${target.id}`);
 }
 
 function showError(code, { heading = "error.heading", retry = false, detail = "" } = {}) {
@@ -119,8 +141,14 @@ function showError(code, { heading = "error.heading", retry = false, detail = ""
   else message.textContent = key ? t(key) : t("error.unknown", { detail: detail || code });
   const button = role("error-retry");
   button.hidden = !retry;
-  button.onclick = () => location.reload();
+  // The token is kept in memory since load: put it back in the fragment for the reload,
+  // whatever changed the URL meanwhile.
+  button.onclick = () => {
+    if (state.token) history.replaceState(null, "", `${location.pathname}${location.search}#token=${state.token}`);
+    location.reload();
+  };
   if (retry) button.textContent = t(heading === "meeting.left" ? "meeting.rejoin" : "error.retry");
+  role("error-heading").focus();
 }
 
 // ---------------------------------------------------------------- join screen
@@ -384,13 +412,16 @@ async function reconnect() {
 function enterMeeting() {
   showScreen("meeting");
   $("[data-testid=captions-health]").hidden = false;
-  overlay = new CaptionOverlay($("[data-testid=captions]"), role("captions-log"), { colours });
+  overlay = new CaptionOverlay($("[data-testid=captions]"), role("captions-log"), {
+    colours,
+    readingSpeed: state.settings.readingSpeed,
+  });
   upsertParticipant({ ...state.you, name: state.you.name || state.displayName }, { local: true });
   attachLocal();
   const panel = new TranscriptPanel(role("transcript"), transcript, { colours, room: state.room });
   onLanguageChange(() => panel.render());
   bindToolbar();
-  bindSettingsForm(role("settings-form"), state.settings);
+  bindSettingsForm(role("settings-form"), state.settings, () => applyViewerChoices());
   setCaptionsVisible(state.settings.captionsVisible);
   if (state.grants.role === "host") setUpHost();
   startCaptions();
@@ -552,7 +583,11 @@ function bindToolbar() {
   role("transcript-close").addEventListener("click", () => togglePanel("transcript", false));
   role("host-toggle").addEventListener("click", () => togglePanel("host-panel"));
   role("host-close").addEventListener("click", () => togglePanel("host-panel", false));
-  role("settings-open").addEventListener("click", () => role("settings").showModal());
+  role("settings-open").addEventListener("click", () => {
+    role("settings").showModal();
+    // Focus the current choice, not the first (unchecked) radio.
+    role("settings-form").querySelector("input:checked")?.focus();
+  });
   role("leave").addEventListener("click", () => {
     leaveMeeting();
     showError("left", { heading: "meeting.left", retry: true });
@@ -573,7 +608,8 @@ function onKeyDown(event) {
     return;
   }
   if (typing) return;
-  if (event.key === "c" || event.key === "C") {
+  const key = state.settings.captionsKey;
+  if (key !== "off" && event.key.toLowerCase() === key) {
     event.preventDefault();
     setCaptionsVisible(!state.settings.captionsVisible);
   }
@@ -639,9 +675,21 @@ function setCaptionsVisible(visible) {
   const box = $("[data-testid=captions]");
   box.dataset.visible = String(visible);
   $("#meeting").dataset.captionsVisible = String(visible);
-  // Viewers who hide captions do not want them read out either.
-  if (overlay) overlay.log = visible ? role("captions-log") : null;
+  // Hiding the visible captions does not silence screen readers: that is its own setting.
+  applyViewerChoices();
   refreshLabels();
+}
+
+/** Settings that act on the meeting view: reading speed, announcements, shortcut key. */
+function applyViewerChoices() {
+  if (overlay) {
+    overlay.readingSpeed = state.settings.readingSpeed;
+    overlay.log = state.settings.announce === "off" ? null : role("captions-log");
+  }
+  const key = state.settings.captionsKey;
+  const toggle = role("captions-toggle");
+  if (key === "off") toggle.removeAttribute("aria-keyshortcuts");
+  else toggle.setAttribute("aria-keyshortcuts", key);
 }
 
 function leaveMeeting({ silent = false } = {}) {
@@ -783,7 +831,8 @@ function updateHostControls() {
   const toggle = role("room-captions-toggle");
   toggle.setAttribute("aria-checked", String(enabled));
   toggle.dataset.enabled = String(enabled);
-  role("room-captions-label").textContent = t(enabled ? "host.turn_off" : "host.turn_on");
+  // The switch keeps one name; aria-checked says whether it is on.
+  role("room-captions-label").textContent = t("host.room_captions");
   const languages = state.roomCaptions.languages || [];
   role("language-field").hidden = languages.length < 2;
   const select = role("host-language");
@@ -805,6 +854,10 @@ function safeLanguageName(names, code) {
 // ---------------------------------------------------------------- labels and notices
 
 function refreshLabels() {
+  role("room-name").textContent = state.room || t("app.title");
+  // The switch names the other language, in that language.
+  $(".lang-switch").lang = language() === "fr" ? "en" : "fr";
+  refreshSkipLink();
   if (role("join-room") && state.room) role("join-room").textContent = t("join.room", { room: state.room });
   if (state.grants) role("join-role").textContent = t(`join.role.${state.grants.role}`);
   const mute = role("mute");

@@ -1,11 +1,29 @@
 // Caption overlay: one line per (speaker, utterance), replaced by each newer revision
 // (docs/caption-format.md). Words keep their DOM node while they stay the same, so a partial
-// settling into a final only changes a class and the line does not move. At most
-// `maxLines` lines stay in the overlay; the overlay box itself is clamped to three text
-// lines by CSS, the oldest text leaving at the top.
+// settling into a final only changes a class and the line does not move.
+//
+// Reading time is a rule of the overlay (readingTimeMs): a final stays on screen at least
+// long enough to be read at the viewer's reading speed. Others' speech takes new lines;
+// the box grows to a bounded number of text lines (CSS --caption-box-lines), then scrolls,
+// always to the start of a line, so a line's start and speaker name are not cut off (when
+// one utterance alone is taller than the box, its name is pinned at the top). Only lines
+// already read leave to make room. See docs/meeting-page.md.
 //
 // Final captions are also appended to a visually hidden aria-live="polite" log, so screen
 // readers announce each finished sentence once and never the partials.
+
+/** Reading speeds a viewer can choose, in words per minute. Broadcast practice gives a
+ * reader about 160-180 words a minute. */
+export const READING_SPEEDS = { slow: 120, normal: 180, fast: 240 };
+const READING_BASE_MS = 1500;
+const READING_CAP_MS = 15000;
+
+/** The reading-time rule: how long a final of `words` words stays at least, in ms:
+ * 1.5 s plus one word per (60 / wpm) s, capped at 15 s. */
+export function readingTimeMs(words, speed = "normal") {
+  const wpm = READING_SPEEDS[speed] ?? READING_SPEEDS.normal;
+  return Math.min(READING_CAP_MS, READING_BASE_MS + (Math.max(0, words) * 60000) / wpm);
+}
 
 export const PALETTE_SIZE = 8;
 
@@ -58,18 +76,27 @@ export class CaptionOverlay {
   /**
    * @param {HTMLElement} container the overlay ([data-testid=captions])
    * @param {HTMLElement|null} log the aria-live log region that receives finals
+   * @param {{keepLines?: number, lingerMs?: number, staleMs?: number, readingSpeed?: string,
+   *          colours?: SpeakerColours, now?: () => number}} options keepLines bounds the
+   *   lines kept (beyond it the oldest final goes even unread: it stays in the transcript)
    */
-  constructor(container, log, { maxLines = 3, lingerMs = 9000, staleMs = 30000, colours } = {}) {
+  constructor(container, log, { keepLines = 12, lingerMs = 9000, staleMs = 30000, readingSpeed = "normal", colours, now } = {}) {
     this.container = container;
     this.log = log;
-    this.maxLines = maxLines;
+    this.keepLines = keepLines;
     this.lingerMs = lingerMs;
     this.staleMs = staleMs;
+    this.readingSpeed = readingSpeed;
+    this.now = now || (() => Date.now());
     this.colours = colours || new SpeakerColours();
-    this.lines = new Map(); // key -> {revision, final, el, words: [span], expiresAt}
+    this.lines = new Map(); // key -> {revision, final, el, words, readingMs, shownMs, shown, expiresAt}
     this.done = new Map(); // key -> revision of lines already removed, to drop late revisions
     this.logLimit = 30;
     this.timer = null;
+    this.lastTick = null;
+    this.pinned = document.createElement("span"); // the name of a line cut at the top
+    this.pinned.className = "caption-pinned caption-speaker";
+    this.pinned.hidden = true;
   }
 
   /** Applies one caption event; returns false when it was stale or malformed. */
@@ -83,17 +110,21 @@ export class CaptionOverlay {
       if (event.words.length === 0 && event.kind === "partial") return false;
       line = this.createLine(event, key);
     }
+    const now = this.now();
+    this.tick(now); // reading time so far is counted before this line changes
     line.revision = event.revision;
     line.final = event.kind === "final";
     line.el.dataset.final = String(line.final);
     this.renderWords(line, event.words, line.final);
-    const now = Date.now();
-    line.expiresAt = now + (line.final ? this.lingerMs : this.staleMs);
     if (line.final) {
+      line.readingMs = readingTimeMs(event.words.length, this.readingSpeed);
+      line.expiresAt = now + Math.max(this.lingerMs, line.readingMs);
       if (event.words.length === 0) this.removeLine(key);
       else this.announce(event);
+    } else {
+      line.expiresAt = now + this.staleMs; // an open utterance is never pushed out
     }
-    this.trim();
+    this.layout();
     this.schedule();
     return true;
   }
@@ -114,7 +145,7 @@ export class CaptionOverlay {
     const last = this.container.lastElementChild;
     if (last && last.dataset.speakerId === event.speaker) el.classList.add("continued");
     this.container.append(el);
-    const line = { key, revision: 0, final: false, el, text, words: [], expiresAt: 0 };
+    const line = { key, revision: 0, final: false, el, text, words: [], readingMs: 0, shownMs: 0, shown: false, expiresAt: 0 };
     this.lines.set(key, line);
     return line;
   }
@@ -146,32 +177,93 @@ export class CaptionOverlay {
     while (this.log.childElementCount > this.logLimit) this.log.firstElementChild.remove();
   }
 
-  trim() {
-    // Finished lines go first: dropping an open utterance would hide the rest of it.
-    while (this.lines.size > this.maxLines) this.removeLine(this.oldestFinal() ?? this.lines.keys().next().value);
-    // The box shows three text lines; a finished line that no longer fits whole leaves
-    // too, so the top line is never a nameless continuation cut in half.
+  /** Makes room (only lines already read leave), then scrolls. */
+  layout() {
+    const now = this.now();
+    this.tick(now);
+    // The bound on kept lines: read finals go first, then the oldest final, then the oldest.
+    while (this.lines.size > this.keepLines) {
+      this.removeLine(this.oldestFinal({ read: true }) ?? this.oldestFinal() ?? this.lines.keys().next().value);
+    }
+    // Lines already read leave while the box overflows, oldest first.
     while (this.lines.size > 1 && this.overflowing()) {
-      const victim = this.oldestFinal();
+      const victim = this.oldestFinal({ read: true });
       if (victim === null) break;
       this.removeLine(victim);
     }
+    this.scroll();
+    this.markShown();
   }
 
-  /** Whether the lines are taller than the box (overflow at the top is not scrollable,
-   * so scrollHeight cannot tell). False while the overlay is hidden. */
+  /** Reading time counts while a final's start is on screen (or captions are hidden). */
+  tick(now) {
+    const elapsed = Math.max(0, now - (this.lastTick ?? now));
+    this.lastTick = now;
+    for (const line of this.lines.values()) if (line.final && line.shown) line.shownMs += elapsed;
+  }
+
+  markShown() {
+    const box = this.container;
+    if (box.clientHeight === 0) {
+      for (const line of this.lines.values()) line.shown = true;
+      return;
+    }
+    const top = box.scrollTop + (parseFloat(getComputedStyle(box).paddingTop) || 0) - 1;
+    const bottom = box.scrollTop + box.clientHeight;
+    for (const line of this.lines.values()) {
+      const start = line.el.offsetTop;
+      line.shown = start >= top && start + 1 < bottom;
+    }
+  }
+
+  isRead(line) {
+    return line.final && line.shownMs >= line.readingMs;
+  }
+
+  /** Whether the lines are taller than the box can grow. False while it is hidden. */
   overflowing() {
     const box = this.container;
-    if (box.clientHeight === 0) return false;
-    const style = getComputedStyle(box);
-    const room = box.clientHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom);
-    let used = 0;
-    for (const child of box.children) used += child.getBoundingClientRect().height;
-    return used > room + 1;
+    return box.clientHeight > 0 && box.scrollHeight > box.clientHeight + 1;
   }
 
-  oldestFinal() {
-    for (const [key, line] of this.lines) if (line.final) return key;
+  /** The top of the box sits at the start of a line: the oldest final not read yet, or
+   * else the first line that lets the newest text show (the rest of the box left empty
+   * below). So a final is never scrolled away before it is read; a newer partial below
+   * it may show its first words only until there is room. A line taller than the box
+   * keeps its newest words in view and its speaker's name pinned at the top. */
+  scroll() {
+    const box = this.container;
+    box.style.setProperty("--caption-spacer", "0px");
+    this.pinned.hidden = true;
+    if (!this.overflowing()) {
+      box.scrollTop = 0;
+      return;
+    }
+    const padding = parseFloat(getComputedStyle(box).paddingTop) || 0;
+    const needed = box.scrollHeight - box.clientHeight;
+    const lines = [...this.lines.values()];
+    const unread = lines.find((l) => l.final && !this.isRead(l));
+    const start = unread ?? lines.find((l) => l.el.offsetTop - padding >= needed - 1);
+    if (start) {
+      const top = start.el.offsetTop - padding;
+      box.style.setProperty("--caption-spacer", `${Math.max(0, top - needed)}px`);
+      box.scrollTop = top;
+      return;
+    }
+    box.scrollTop = needed;
+    // The newest line alone is taller than the box: its start is above, its name is pinned.
+    const cut = lines[lines.length - 1].el;
+    this.pinned.textContent = cut.dataset.speaker;
+    this.pinned.style.top = `${box.offsetTop}px`;
+    this.pinned.style.left = `${box.offsetLeft}px`;
+    this.pinned.dataset.color = cut.dataset.color;
+    this.pinned.hidden = false;
+    if (this.pinned.parentElement !== box.parentElement) box.parentElement?.append(this.pinned);
+  }
+
+  /** The oldest final line (with `read`, only one already read), or null. */
+  oldestFinal({ read = false } = {}) {
+    for (const [key, line] of this.lines) if (line.final && (!read || this.isRead(line))) return key;
     return null;
   }
 
@@ -188,11 +280,15 @@ export class CaptionOverlay {
 
   schedule() {
     if (this.timer !== null) return;
-    this.timer = setInterval(() => this.expire(), 1000);
+    this.timer = setInterval(() => this.expire(), 500);
   }
 
-  expire(now = Date.now()) {
-    for (const [key, line] of [...this.lines]) if (line.expiresAt <= now) this.removeLine(key);
+  expire(now = this.now()) {
+    this.tick(now);
+    for (const [key, line] of [...this.lines]) {
+      if (line.expiresAt <= now && (!line.final || this.isRead(line))) this.removeLine(key);
+    }
+    this.layout(); // lines read meanwhile may now leave for the ones waiting
     if (this.lines.size === 0 && this.timer !== null) {
       clearInterval(this.timer);
       this.timer = null;
@@ -201,5 +297,6 @@ export class CaptionOverlay {
 
   clear() {
     for (const key of [...this.lines.keys()]) this.removeLine(key);
+    this.scroll();
   }
 }

@@ -10,15 +10,29 @@ export const CHOICES = {
   size: ["S", "M", "L", "XL"],
   preset: ["white-on-black", "yellow-on-black", "black-on-white"],
   position: ["bottom", "top"],
-  // Below 0.5 the text over moving video no longer keeps WCAG AA contrast.
   opacity: ["1", "0.85", "0.7", "0.5"],
+  readingSpeed: ["slow", "normal", "fast"], // captions.js READING_SPEEDS
+  captionsKey: ["c", "k", "off"], // the single-key shortcut that shows or hides captions
+  announce: ["on", "off"], // finals read out by screen readers, visible captions or not
 };
+
+/** The least background opacity that keeps every caption colour at WCAG AA over the
+ * page behind the caption band (#101418): dark text on a light box loses contrast fast
+ * as the dark page shows through (tests/test_browser_page.py computes every combination). */
+export const MIN_OPACITY = { "white-on-black": 0.5, "yellow-on-black": 0.5, "black-on-white": 0.85 };
+
+export function effectiveOpacity(settings) {
+  return String(Math.max(Number(settings.opacity), MIN_OPACITY[settings.preset] ?? 1));
+}
 
 export const DEFAULTS = {
   size: "M",
   preset: "white-on-black",
   position: "bottom",
   opacity: "0.85",
+  readingSpeed: "normal",
+  captionsKey: "c",
+  announce: "on",
   captionsVisible: true,
 };
 
@@ -46,7 +60,16 @@ export function applySettings(settings, root = document.documentElement) {
   root.dataset.captionSize = settings.size;
   root.dataset.captionPreset = settings.preset;
   root.dataset.captionPosition = settings.position;
-  root.style.setProperty("--caption-bg-opacity", settings.opacity);
+  root.style.setProperty("--caption-bg-opacity", effectiveOpacity(settings));
+}
+
+/** Opacities a preset cannot keep readable are disabled in the form (and clamped). */
+function refreshOpacityChoices(form, settings) {
+  const min = MIN_OPACITY[settings.preset] ?? 1;
+  for (const input of form.querySelectorAll('input[name="opacity"]')) {
+    input.disabled = Number(input.value) < min;
+    input.checked = input.value === effectiveOpacity(settings);
+  }
 }
 
 /** Wires the settings form: every radio group named after a setting saves and applies at once. */
@@ -59,8 +82,10 @@ export function bindSettingsForm(form, settings, onChange = () => {}) {
         settings[key] = input.value;
         saveSettings(settings);
         applySettings(settings);
+        refreshOpacityChoices(form, settings);
         onChange(settings);
       });
     }
   }
+  refreshOpacityChoices(form, settings);
 }
