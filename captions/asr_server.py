@@ -322,3 +322,8 @@ def create_asr_app(
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     return app
+
+
+def runner_of(app: web.Application) -> EngineRunner:
+    """The engine runner of an application made by :func:`create_asr_app`."""
+    return app[_RUNNER_KEY]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -69,7 +70,10 @@ class SpeechStream:
         if self._closing:
             raise StreamClosedError(f"stream for {self.speaker.id} is closed")
         native = self._resampler(pcm, sample_rate)
-        if self.session.inbox.push(native) and not self.session.track.degraded:
+        dropped = self.session.inbox.push(native)
+        if dropped:
+            self._runner.dropped_audio_seconds += dropped / self.session.inbox.sample_rate
+        if dropped and not self.session.track.degraded:
             log.warning("engine behind: dropping old audio of %s", self.speaker.id)
             self.session.track.degraded = True
         self._runner._wake()
@@ -151,6 +155,10 @@ class EngineRunner:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.steps = 0
+        self.busy_seconds = 0.0
+        """Time the worker spent in engine steps (its busy fraction is the rate of this)."""
+        self.dropped_audio_seconds = 0.0
+        """Audio dropped because the engine fell behind, over every stream."""
 
     async def __aenter__(self) -> EngineRunner:
         self.start()
@@ -241,12 +249,14 @@ class EngineRunner:
                     return
                 # Rotate so whoever went first this round goes last next round.
                 self._order.append(self._order.pop(0))
+            started = time.perf_counter()
             try:
                 self.engine.step(batch)
             except Exception:
                 log.exception("engine step failed; ending the affected streams")
                 for s in batch:
                     s.finished = True
+            self.busy_seconds += time.perf_counter() - started
             self.steps += 1
             self._dispatch(batch)
 

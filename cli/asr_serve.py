@@ -8,6 +8,7 @@ printed at start, so the server is never open.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from aiohttp import web
 from captions.asr_server import ASR_STREAMING_PATH, create_asr_app
 from captions.engines import create_engine
 from cli.common import add_engine_arguments, engine_options
+from meeting.ops import add_asr_ops_routes
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY",
         help="accepted API key (repeatable); one is generated when none is given",
     )
+    parser.add_argument(
+        "--metrics-token",
+        metavar="TOKEN",
+        default=os.environ.get("CAPTIONS_METRICS_TOKEN"),
+        help="bearer token for GET /metrics (env CAPTIONS_METRICS_TOKEN); without it,"
+        " /metrics answers loopback clients only",
+    )
     add_engine_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -44,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"generated API key: {keys[0]}", flush=True)
     engine = create_engine(args.engine, engine_options(args))
     app = create_asr_app(engine, keys)
+    add_asr_ops_routes(app, metrics_token=args.metrics_token)
     url = f"ws://{args.host}:{args.port}{ASR_STREAMING_PATH}"
     print(
         f"serving {url} with engine {engine.info.name} ({engine.info.model or 'default'})",

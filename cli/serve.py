@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,13 @@ def register(subparsers: Any) -> None:
         metavar="URL",
         help="keep transcripts in PostgreSQL (postgresql://user@host:port/db), shared by"
         " every node of a cluster (default: SQLite in the data directory)",
+    )
+    parser.add_argument(
+        "--metrics-token",
+        metavar="TOKEN",
+        default=os.environ.get("CAPTIONS_METRICS_TOKEN"),
+        help="bearer token for GET /metrics (env CAPTIONS_METRICS_TOKEN); without it,"
+        " /metrics answers loopback clients only",
     )
     parser.add_argument(
         "--no-sidecar",
@@ -122,6 +130,7 @@ async def serve(settings: Settings, engine: Any, args: argparse.Namespace) -> No
         asr_api_keys=[key for key in args.asr_api_key if key],
         embedded_sidecar=not args.no_sidecar,
         database_url=args.database_url,
+        metrics_token=args.metrics_token,
     )
     stop = asyncio.Event()
     on_stop_signals(stop.set)

@@ -280,7 +280,12 @@ class CaptionsApi:
         if not isinstance(message, Publication):
             self.hub.update_status(room, message)
             return None
-        self.hub.publish(room, message.event, stream=message.stream)
+        self.hub.publish(
+            room,
+            message.event,
+            stream=message.stream,
+            stream_started_at=message.stream_started_at,
+        )
         return message if message.event.kind == "final" else None
 
     # -- transcripts ------------------------------------------------------------------

@@ -29,10 +29,13 @@ from typing import Any
 from aiohttp import web
 
 from captions.asr_server import add_asr_routes
+from captions.metrics import EngineCollector
 from captions.runtime import EngineRunner
 from common.aio import bounded, wait_ended
+from common.exceptions import PlacementError
 from meeting.api import install_captions_api
 from meeting.hub import CaptionHub
+from meeting.ops import NodeCollector, add_ops_routes, caption_latency_histogram
 from meeting.page import add_page_routes
 from meeting.sidecar import Sidecar
 from meeting.store import SQLITE_FILE, open_store
@@ -72,6 +75,7 @@ class Meeting:
         embedded_sidecar: bool = True,
         asr_api_keys: Sequence[str] = (),
         database_url: str | None = None,
+        metrics_token: str | None = None,
     ) -> None:
         self.settings = settings
         self.runner = runner
@@ -84,6 +88,18 @@ class Meeting:
         self.api = install_captions_api(
             self.app, self.hub, self.secret, retention_hours=retention_hours
         )
+        self.draining = False
+        """Set by drain(): no new rooms come here; live rooms finish."""
+        self.ops = add_ops_routes(
+            self.app,
+            [
+                NodeCollector(self.app[SFU], self.hub, draining=lambda: self.draining),
+                EngineCollector(runner),
+            ],
+            {"store": self.store.ping, "draining": self._not_draining},
+            metrics_token=metrics_token,
+        )
+        caption_latency_histogram(self.ops.registry, self.hub)
         if asr_api_keys:  # Kyutai's /api/asr-streaming, on the same engine
             add_asr_routes(self.app, runner, asr_api_keys)
         server = self.app[SFU]
@@ -141,6 +157,11 @@ class Meeting:
             f"{self.base_url}/room/{room}#token={host}",
             f"{self.base_url}/room/{room}#token={guest}",
         )
+
+    async def _not_draining(self) -> str:
+        if self.draining:
+            raise PlacementError("draining: this node takes no new rooms")
+        return "accepting rooms"
 
     # -- embedded sidecars ----------------------------------------------------------
 

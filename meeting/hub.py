@@ -207,8 +207,9 @@ class CaptionHub:
         self.store_failures = 0
         """Failed store operations (each retry of a write counts), for /metrics."""
         self.pending_writes = 0
-        self.on_final: list[Callable[[str, CaptionEvent], None]] = []
-        """Called with (room, event) for every final broadcast (metrics: caption latency)."""
+        self.on_final: list[Callable[[str, CaptionEvent, float | None], None]] = []
+        """Called with (room, event, stream_started_at) for every final broadcast, once
+        (metrics: caption latency)."""
 
     def _room(self, room: str) -> _Room:
         entry = self._rooms.get(room)
@@ -258,7 +259,14 @@ class CaptionHub:
 
     # -- captioner side -------------------------------------------------------------
 
-    def publish(self, room: str, event: CaptionEvent, *, stream: str) -> bool:
+    def publish(
+        self,
+        room: str,
+        event: CaptionEvent,
+        *,
+        stream: str,
+        stream_started_at: float | None = None,
+    ) -> bool:
         """Fans the event out to the room; returns False for a final already broadcast.
 
         Finals must also be :meth:`persist`-ed (the captions API does it before acking)."""
@@ -271,7 +279,7 @@ class CaptionHub:
             while len(seen) > self.dedup_window:
                 seen.popitem(last=False)
             for listener in self.on_final:
-                listener(room, event)
+                listener(room, event, stream_started_at)
         self._broadcast(room, Caption(event))
         return True
 

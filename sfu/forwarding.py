@@ -25,6 +25,7 @@ import fractions
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -41,6 +42,17 @@ AUDIO_QUEUE_FRAMES = 50
 """1 s of 20 ms Opus frames queued per subscriber before the oldest are dropped."""
 VIDEO_QUEUE_FRAMES = 30
 KEYFRAME_REQUEST_INTERVAL = 0.5
+
+
+@dataclass
+class ForwardingTotals:
+    """Process-wide counts since start, for metrics (a node is one process)."""
+
+    frames_forwarded: int = 0
+    """Media frames pushed to subscribers (one per subscriber per frame)."""
+
+
+TOTALS = ForwardingTotals()
 
 
 class EncodedTrack(MediaStreamTrack):
@@ -257,6 +269,7 @@ class Publication:
         arrival = self.receiver.last_arrival if self.receiver is not None else None
         for track in self.subscribers.values():
             track.push(packet, arrival)
+        TOTALS.frames_forwarded += len(self.subscribers)
 
     def subscribe(self, subscriber: str) -> EncodedTrack:
         old = self.subscribers.pop(subscriber, None)
