@@ -41,34 +41,54 @@ class EngineCollector(Collector):
         then, busy_then = self._last
         self._last = (now, busy)
         fraction = (busy - busy_then) / (now - then) if now > then else 0.0
-        streams = GaugeMetricFamily(
-            "captions_engine_streams", "Open speech streams (captioned speakers)", labels=["engine"]
+        engine = info.name
+        yield _one(
+            GaugeMetricFamily,
+            "captions_engine_streams",
+            "Open speech streams",
+            engine,
+            runner.active_streams,
         )
-        streams.add_metric([info.name], runner.active_streams)
-        yield streams
         slots = free_slots(runner)
         if slots is not None:
-            free = GaugeMetricFamily(
-                "captions_engine_free_slots", "Streams the engine can still open", labels=["engine"]
+            yield _one(
+                GaugeMetricFamily,
+                "captions_engine_free_slots",
+                "Streams the engine can still open",
+                engine,
+                slots,
             )
-            free.add_metric([info.name], slots)
-            yield free
-        gauge = GaugeMetricFamily(
+        yield _one(
+            GaugeMetricFamily,
             "captions_engine_busy_fraction",
             "Share of time the engine spent in steps since the previous scrape",
-            labels=["engine"],
+            engine,
+            min(1.0, max(0.0, fraction)),
         )
-        gauge.add_metric([info.name], min(1.0, max(0.0, fraction)))
-        yield gauge
-        counter = CounterMetricFamily(
-            "captions_engine_busy_seconds", "Time spent in engine steps", labels=["engine"]
+        yield _one(
+            CounterMetricFamily,
+            "captions_engine_busy_seconds",
+            "Time spent in engine steps",
+            engine,
+            busy,
         )
-        counter.add_metric([info.name], busy)
-        yield counter
-        dropped = CounterMetricFamily(
+        yield _one(
+            CounterMetricFamily,
             "captions_audio_dropped_seconds",
             "Audio dropped because the engine fell behind",
-            labels=["engine"],
+            engine,
+            runner.dropped_audio_seconds,
         )
-        dropped.add_metric([info.name], runner.dropped_audio_seconds)
-        yield dropped
+
+
+def _one(
+    family: type[GaugeMetricFamily] | type[CounterMetricFamily],
+    name: str,
+    documentation: str,
+    engine: str,
+    value: float,
+) -> Metric:
+    """A metric family with one sample, labelled with the engine's name."""
+    metric = family(name, documentation, labels=["engine"])
+    metric.add_metric([engine], value)
+    return metric

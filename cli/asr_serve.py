@@ -8,14 +8,13 @@ printed at start, so the server is never open.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 
 from aiohttp import web
 
 from captions.asr_server import ASR_STREAMING_PATH, create_asr_app
 from captions.engines import create_engine
-from cli.common import add_engine_arguments, engine_options
+from cli.common import add_engine_arguments, add_metrics_token_argument, engine_options
 from meeting.ops import add_asr_ops_routes
 
 
@@ -35,13 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY",
         help="accepted API key (repeatable); one is generated when none is given",
     )
-    parser.add_argument(
-        "--metrics-token",
-        metavar="TOKEN",
-        default=os.environ.get("CAPTIONS_METRICS_TOKEN"),
-        help="bearer token for GET /metrics (env CAPTIONS_METRICS_TOKEN); without it,"
-        " /metrics answers loopback clients only",
-    )
+    add_metrics_token_argument(parser)
     add_engine_arguments(parser)
     parser.set_defaults(func=run)
 

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from captions.engines import DEFAULT_ENGINE, EngineOptions, engine_names
+
+
+def add_metrics_token_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-token",
+        metavar="TOKEN",
+        default=os.environ.get("CAPTIONS_METRICS_TOKEN"),
+        help="bearer token for GET /metrics (env CAPTIONS_METRICS_TOKEN); without it,"
+        " /metrics answers loopback clients only",
+    )
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

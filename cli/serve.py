@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from captions.asr_server import ASR_STREAMING_PATH
 from captions.engines import create_engine
 from captions.runtime import EngineRunner
-from cli.common import add_engine_arguments, engine_options
+from cli.common import add_engine_arguments, add_metrics_token_argument, engine_options
 from meeting.app import Meeting
 from sfu.settings import Settings
 
@@ -59,13 +58,7 @@ def register(subparsers: Any) -> None:
         help="keep transcripts in PostgreSQL (postgresql://user@host:port/db), shared by"
         " every node of a cluster (default: SQLite in the data directory)",
     )
-    parser.add_argument(
-        "--metrics-token",
-        metavar="TOKEN",
-        default=os.environ.get("CAPTIONS_METRICS_TOKEN"),
-        help="bearer token for GET /metrics (env CAPTIONS_METRICS_TOKEN); without it,"
-        " /metrics answers loopback clients only",
-    )
+    add_metrics_token_argument(parser)
     parser.add_argument(
         "--no-sidecar",
         action="store_true",
