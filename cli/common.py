@@ -25,7 +25,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_ENGINE,
         help=f"speech engine: {', '.join(engine_names())} (default: {DEFAULT_ENGINE})",
     )
-    group.add_argument("--model", help="model path (CTranslate2 Whisper dir, Kyutai checkpoint)")
+    group.add_argument(
+        "--model",
+        help="model: a whisper name (tiny.en, default; base, multilingual) or a path "
+        "(CTranslate2 Whisper dir, Kyutai checkpoint)",
+    )
     group.add_argument("--language", help="language code, e.g. en or fr")
     group.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     group.add_argument("--max-streams", type=int, help="concurrent speakers the engine accepts")

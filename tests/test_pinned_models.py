@@ -6,8 +6,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from captions.engines import pinned
 from captions.engines.pinned import (
     MANIFEST,
     WHISPER_BASE,
@@ -19,8 +21,10 @@ from captions.engines.pinned import (
     packages_installed,
     status,
 )
+from captions.engines.whisper import available_models, resolve_model
 from cli.main import main
 from common.exceptions import ModelIntegrityError, ModelNotFoundError
+from tests.speech import write_wav
 
 needs_base_packages = pytest.mark.skipif(
     not packages_installed(WHISPER_BASE),
@@ -93,12 +97,19 @@ def test_missing_packages_say_how_to_install(tmp_path: Path) -> None:
 
 @needs_base_packages
 def test_whisper_base_matches_the_published_digests_and_refuses_a_corrupted_copy(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "models"
-    assert main(["models", "install", "base", "--dir", str(root)]) == 0
+    monkeypatch.setattr(pinned, "models_root", lambda: root)  # where --model base looks
+    with pytest.raises(ModelNotFoundError, match="captions models install base"):
+        resolve_model("base")
+    assert main(["models", "install", "base"]) == 0
     assert "SHA-256 verified" in capsys.readouterr().out
     path = locate(WHISPER_BASE, root)
+    assert resolve_model("base") == path
+    (listing,) = [m for m in available_models() if m.model == "base"]
+    assert listing.available and "digests verified" in listing.note
+    assert "multilingual" in listing.languages and listing.location == str(path)
     model_bin = path / "model.bin"
     assert model_bin.stat().st_size == 145_217_532
     # One flipped byte in the middle of the installed weights: refused, with the file named.
@@ -108,8 +119,13 @@ def test_whisper_base_matches_the_published_digests_and_refuses_a_corrupted_copy
         handle.seek(100_000_000)
         handle.write(bytes([byte[0] ^ 0xFF]))
     assert status(WHISPER_BASE, root) is Status.CORRUPTED
+    (listing,) = [m for m in available_models() if m.model == "base"]
+    assert not listing.available and "does not match" in listing.note
     with pytest.raises(ModelIntegrityError, match=r"model\.bin does not match.*reinstall"):
-        locate(WHISPER_BASE, root)
+        resolve_model("base")
+    clip = write_wav(tmp_path / "silence.wav", np.zeros(16_000, dtype=np.float32), 16_000)
+    assert main(["transcribe", "--model", "base", str(clip)]) == 2
+    assert "does not match its pinned digest" in capsys.readouterr().err
     assert main(["models", "install", "base", "--dir", str(root)]) == 0  # repairs it
     assert status(WHISPER_BASE, root) is Status.VERIFIED
 

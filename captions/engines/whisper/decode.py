@@ -138,12 +138,19 @@ class Decoder:
             for context in contexts
         ]
         longest = max(span.samples for span in spans) / SAMPLE_RATE
+        rate = (
+            settings.max_tokens_per_second
+            if tokenizer.language_code == "en"
+            else settings.max_tokens_per_second_other
+        )
         with self.costs.measure(phase + "decoder"):
             results = model.model.generate(
                 encoded,
                 prompts,
                 beam_size=beam_size,
-                max_length=min(model.max_length, max(map(len, prompts)) + int(6 * longest) + 10),
+                max_length=min(
+                    model.max_length, max(map(len, prompts)) + int(rate * longest) + 10
+                ),
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=True,

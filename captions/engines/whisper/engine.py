@@ -77,8 +77,8 @@ class WhisperEngine(Engine):
             return
         if languages == ("en",):
             raise UnsupportedLanguageError(
-                f"model {path.name} is English-only; for {language!r} pass a multilingual "
-                "CTranslate2 Whisper model with --model PATH"
+                f"model {path.name} is English-only; for {language!r} use the multilingual "
+                "model (--model base) or another CTranslate2 Whisper model (--model PATH)"
             )
         raise UnsupportedLanguageError(f"model {path.name} does not know language {language!r}")
 

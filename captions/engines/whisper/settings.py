@@ -33,6 +33,12 @@ class WhisperSettings:
     max_unheard_seconds: float = 1.2
     """A decode whose last word ends this long before its audio does stopped early (the
     VAD closes an utterance after less silence than this)."""
+    max_tokens_per_second: float = 6.0
+    """Decoding budget for English: a loop stops here instead of at Whisper's 448 tokens."""
+    max_tokens_per_second_other: float = 14.0
+    """The budget for other languages: Whisper's byte-level BPE spends about twice as many
+    tokens per second on French as on English (accents, shorter merges); at 6 a second,
+    decodes of French stopped mid-word ("un incend")."""
     max_word_seconds: float = 2.0
     """A word aligned longer than this covers speech the decode has no text for."""
     cpu_threads: int = 1
