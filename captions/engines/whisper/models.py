@@ -76,18 +76,17 @@ def resolve_model(model: str | Path | None = None) -> Path:
     for the default). Raises ModelNotFoundError, saying what to install or pass."""
     name = DEFAULT_MODEL_NAME if model is None or model == "" else str(model)
     named = NAMED_MODELS.get(name)
-    if named is not None and named.pinned is not None:
-        path = pinned.locate(named.pinned)
-    elif named is not None:
-        path = named.locate()
-        if path is None:
-            raise ModelNotFoundError(
-                f"no Whisper model {name!r}: {named.install_hint}, or pass --model PATH "
-                "to a CTranslate2 Whisper model directory"
-            )
-    else:
-        path = Path(name).expanduser()
-    return check_model_dir(path)
+    if named is None:
+        return check_model_dir(Path(name).expanduser())
+    if named.pinned is not None:
+        return check_model_dir(pinned.locate(named.pinned))
+    located = named.locate()
+    if located is None:
+        raise ModelNotFoundError(
+            f"no Whisper model {name!r}: {named.install_hint}, or pass --model PATH "
+            "to a CTranslate2 Whisper model directory"
+        )
+    return check_model_dir(located)
 
 
 def check_model_dir(path: Path) -> Path:
