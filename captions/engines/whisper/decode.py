@@ -148,9 +148,7 @@ class Decoder:
                 encoded,
                 prompts,
                 beam_size=beam_size,
-                max_length=min(
-                    model.max_length, max(map(len, prompts)) + int(rate * longest) + 10
-                ),
+                max_length=min(model.max_length, max(map(len, prompts)) + int(rate * longest) + 10),
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=True,
