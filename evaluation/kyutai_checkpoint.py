@@ -120,8 +120,16 @@ def write_random_checkpoint(
     audio_silence_prefix_seconds: float = 0.0,
     extra_heads: int = 0,
     seed: int = 0,
+    text_bias: dict[int, float] | None = None,
+    stt_config: dict[str, Any] | None = None,
 ) -> Path:
-    """Writes a random-weight STT checkpoint into ``directory``; returns it."""
+    """Writes a random-weight STT checkpoint into ``directory``; returns it.
+
+    ``text_bias`` gives the text head a bias (token id to logit offset), so that random
+    weights can emit Kyutai-like streams (boundaries ``0``, pieces, padding ``3``)
+    instead of pieces only. ``stt_config`` replaces the ``stt_config`` entry
+    built from the two seconds arguments (``{}`` leaves it empty, as an old config).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if mimi == "tiny":
@@ -151,8 +159,14 @@ def write_random_checkpoint(
         "delays": [0] * (n_q + 1),
         "extra_heads_num_heads": extra_heads,
         "extra_heads_dim": 6,
+        **({"bias_proj": True} if text_bias else {}),
     }
     lm = loaders.get_moshi_lm(None, lm_kwargs=lm_config, device="cpu", dtype=torch.float32)
+    if text_bias:
+        with torch.no_grad():
+            lm.text_linear.bias.zero_()
+            for token, offset in text_bias.items():
+                lm.text_linear.bias[token] = offset
     mimi_model = loaders.get_mimi(None, mimi_config, device="cpu", num_codebooks=n_q)
     _seed_codebooks(mimi_model)
     mimi_state = mimi_model.state_dict()
@@ -175,7 +189,9 @@ def write_random_checkpoint(
         "stt_config": {
             "audio_delay_seconds": audio_delay_seconds,
             "audio_silence_prefix_seconds": audio_silence_prefix_seconds,
-        },
+        }
+        if stt_config is None
+        else stt_config,
     }
     (directory / "config.json").write_text(json.dumps(config, indent=1))
     return directory

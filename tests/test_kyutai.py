@@ -121,8 +121,8 @@ def test_reused_slot_starts_clean(engine: KyutaiEngine) -> None:
     assert again.slot == first.slot
     assert list(again.recent_tokens) == b_tokens
     assert texts(again.track.take_events()) == texts(first.track.take_events())
-    # Every frame plus the flush (delay + 0.5 s margin) was stepped.
-    assert again.steps == math.ceil(b_audio.size / FRAME_SAMPLES) + math.ceil((DELAY + 0.5) * 12.5)
+    # Every frame plus the flush (the delay's worth of frames, as Kyutai's reference) was stepped.
+    assert again.steps == math.ceil(b_audio.size / FRAME_SAMPLES) + math.ceil(DELAY * 12.5)
 
 
 def test_full_pool_refuses_with_no_free_channels(engine: KyutaiEngine) -> None:
@@ -171,37 +171,41 @@ def ids(engine: KyutaiEngine, word: str) -> list[int]:
     return pieces
 
 
+def at(frame: float) -> float:
+    """Stream time of a frame position in the tiny checkpoint (no prefix, DELAY)."""
+    return max(0.0, frame * 0.08 - DELAY)
+
+
 def test_flush_emits_the_tail_with_compensated_times(
     engine: KyutaiEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     the, fox = ids(engine, "the"), ids(engine, "fox")
-    # Audio is 10 frames; "fox" only comes out during the 13 flush frames that follow.
-    assert len(the) <= 2
-    script = [3] * 6 + [0, *the, 3] + [3] * (13 - 8 - len(the)) + [0, *fox, 3]
-    boundary = script.index(0, 7)
-    assert boundary == 13 and boundary + len(fox) < 10 + 13
+    # Audio is 10 frames, the flush 6 more; "fox" only starts during the flush.
+    script = [3] * 6 + [0, *the]
+    script += [3] * (12 - len(script)) + [0, *fox]
+    script += [3] * (16 - len(script))
+    assert len(script) == 16 and script[12] == 0
     monkeypatch.setattr(engine, "_gen", ScriptedLM(script))
     clock = VirtualClock()
     s = engine.create_session(CaptionTrack(Speaker("s"), clock), AudioInbox(SAMPLE_RATE))
     s.inbox.push(np.zeros(10 * FRAME_SAMPLES, dtype=np.float32))
     while s.ready():
         engine.step([s])
-    before = [w.text for e in s.track.take_events() for w in e.words]
-    assert "fox" not in before and "the" in before
+    before = s.track.take_events()
+    # "the" is shown (partial) at once; final only once the boundary after it comes.
+    assert [w.text for w in before[-1].words] == ["the"] and not before[-1].words[0].final
     s.end_requested = True
     while s.ready():
         engine.step([s])
     engine.release_session(s)
-    assert s.finished
-    events = s.track.take_events()
-    final = [e for e in events if e.kind == "final"][-1]
-    assert [w.text for w in final.words] == ["the", "fox"]
-    the_word, fox_word = final.words
-    assert the_word.start == pytest.approx(7 * 0.08 - DELAY)
-    assert the_word.end == pytest.approx((6 + len(the) + 1) * 0.08 - DELAY)
-    assert fox_word.start == pytest.approx((boundary + 1) * 0.08 - DELAY)
-    assert fox_word.end == pytest.approx((boundary + len(fox) + 1) * 0.08 - DELAY)
-    assert s.steps == 10 + 13
+    assert s.finished and s.steps == 16
+    final = [e for e in s.track.take_events() if e.kind == "final"][-1]
+    # A word spans its segment: from the frame after its boundary to the next boundary;
+    # the last one to the end of the stream (less than a second after its start).
+    assert [(w.text, w.start, w.end) for w in final.words] == [
+        ("the", pytest.approx(at(7)), pytest.approx(at(12))),
+        ("fox", pytest.approx(at(13)), pytest.approx(at(16))),
+    ]
 
 
 def test_end_of_turn_head_closes_the_utterance(
@@ -209,8 +213,9 @@ def test_end_of_turn_head_closes_the_utterance(
 ) -> None:
     the, fox = ids(engine, "the"), ids(engine, "fox")
     script = [3] * 7 + [0, *the, 3, 3, 3, 0, *fox, 3, 3]
-    pause_at = 7 + 1 + len(the) + 1  # after "the" is complete
+    pause_at = 7 + 1 + len(the)  # the padding right after "the"
     pauses = [0.0] * len(script)
+    pauses[pause_at - 1] = 0.9  # on a text piece: never closes mid-word
     pauses[pause_at] = 0.9
     monkeypatch.setattr(engine, "_gen", ScriptedLM(script, pauses))
     monkeypatch.setattr(engine, "end_of_turn_head", 0)
@@ -221,40 +226,90 @@ def test_end_of_turn_head_closes_the_utterance(
         engine.step([s])
     engine.release_session(s)
     finals = [e for e in s.track.take_events() if e.kind == "final"]
-    assert [[w.text for w in e.words] for e in finals] == [["the"]]
-    assert s.track.utterance == 1 and [w.text for w in s.track.final_words] == ["fox"]
-
-
-def test_word_assembler_timing_on_a_scripted_token_sequence() -> None:
-    pieces = ["<unk>", "<s>", "</s>", "<pad>", "▁hel", "lo", "▁wor", "ld", "▁a", "▁b"]
-
-    def decode(ids: list[int]) -> str:
-        return "".join(pieces[i] for i in ids).replace("▁", " ").strip()
-
-    asm = WordAssembler(decode, pieces.__getitem__, vocab_size=len(pieces), offset_seconds=0.5)
-    tokens = [3, 3, 3, 3, 3, 3, 3, 0, 4, 5, 3, 3, 0, 6, 7, 8, 9, 3, 42]
-    out: list[tuple[int, str, float, float]] = []
-    partials: list[str | None] = []
-    for frame, token in enumerate(tokens):
-        for w in asm.push(token):
-            out.append((frame, w.text, round(w.start, 3), round(w.end, 3)))
-        partials.append(asm.building.text if asm.building else None)
-    # time(frame) = frame * 0.08 - 0.5: a word starts one frame after its boundary and
-    # ends one frame after its last piece; "▁" starts a new word without a boundary.
-    assert out == [
-        (10, "hello", round(8 * 0.08 - 0.5, 3), round(10 * 0.08 - 0.5, 3)),
-        (15, "world", round(13 * 0.08 - 0.5, 3), round(15 * 0.08 - 0.5, 3)),
-        (16, "a", round(15 * 0.08 - 0.5, 3), round(16 * 0.08 - 0.5, 3)),
-        (17, "b", round(16 * 0.08 - 0.5, 3), round(17 * 0.08 - 0.5, 3)),
+    assert [[(w.text, w.end) for w in e.words] for e in finals] == [
+        [("the", pytest.approx(at(pause_at + 1)))]
     ]
-    assert partials[8:10] == ["hel", "hello"]
-    assert partials[-1] is None  # an id beyond the vocabulary carries no text
+    assert s.track.utterance == 1 and [w.text for w in s.track.tail] == ["fox"]
+
+
+PIECES = ["<unk>", "<s>", "</s>", "<pad>", "▁hel", "lo", "▁wor", "ld", "▁a", "▁b"]
+
+
+def decode(ids: list[int]) -> str:
+    return "".join(PIECES[i] for i in ids).replace("▁", " ").strip()
+
+
+def count_pieces(word: str) -> int:
+    return {"hello": 2, "world": 2, "a": 1, "b": 1}[word]
+
+
+def stream_words(tokens: list[int], asm: WordAssembler) -> list[tuple[int, str, float, float]]:
+    out = []
+    for frame, token in enumerate(tokens):
+        out += [(frame, w.text, round(w.start, 3), round(w.end, 3)) for w in asm.push(token)]
+    out += [(len(tokens), w.text, round(w.start, 3), round(w.end, 3)) for w in asm.finish()]
+    return out
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        # Text before the first boundary is ignored; padding inside a segment is skipped;
+        # "world a b" share one segment by their piece counts; beyond the vocabulary: no text.
+        [4, 5, 3, 0, 4, 3, 5, 3, 0, 6, 7, 8, 9, 3, 42, 0, 8, 3, 3],
+        # The last segment ends one second (12.5 frames) after its start: "b" is cut off.
+        [3, 0, 4, 5] + [3] * 12 + [9, 3, 3],
+        # ... or at an EOS (2) before that.
+        [0, 6, 7, 2, 9, 3],
+        [3, 3, 3],
+    ],
+)
+def test_word_assembler_streams_the_reference_derivation(tokens: list[int]) -> None:
+    from tests.kyutai_reference import reference_words
+
+    asm = WordAssembler(decode, count_pieces, vocab_size=len(PIECES), offset_seconds=0.1)
+    streamed = stream_words(tokens, asm)
+    whole = reference_words(
+        tokens,
+        decode=decode,
+        count_pieces=count_pieces,
+        eos_id=2,
+        vocab_size=len(PIECES),
+        frame_rate=12.5,
+        offset_seconds=0.1,
+    )
+    expected = [(w.text, round(w.start, 3), round(w.end, 3)) for w in whole]
+    assert [w[1:] for w in streamed] == expected
+
+
+def test_word_assembler_finality_partials_and_timeline() -> None:
+    asm = WordAssembler(decode, count_pieces, vocab_size=len(PIECES), offset_seconds=0.5)
+    tokens = [3] * 7 + [0, 4, 5, 3, 3, 0, 6, 7, 8, 9, 3, 0]
+    out = stream_words(tokens, asm)
+    # A word is final when the next boundary comes (frame 12 for "hello", 18 for the rest).
+    t = lambda f: round(f * 0.08 - 0.5, 3)  # noqa: E731
+    assert out == [
+        (12, "hello", t(8), t(12)),
+        (18, "world", t(13), t(15)),
+        (18, "a", t(15), t(16)),
+        (18, "b", t(16), t(18)),
+    ]
+    asm.reset()
+    partials = []
+    for token in [0, 4, 5, 3]:
+        asm.push(token)
+        partials.append([w.text for w in asm.building])
+    assert partials == [[], ["hel"], ["hello"], ["hello"]]
     # Times never go below zero, and dropped audio shifts them onto the real timeline.
     asm.reset()
     asm.skipped_seconds = 2.0
     for token in [0, 4, 5, 3]:
+        asm.push(token)
+    assert [(w.text, w.start, round(w.end, 3)) for w in asm.finish()] == [("hello", 2.0, 2.0)]
+    # After a turn closed early, text before the next boundary is kept (own segment).
+    for token in [8, 3, 0]:
         done = asm.push(token)
-    assert [(w.text, w.start, round(w.end, 3)) for w in done] == [("hello", 2.0, 2.0)]
+    assert [w.text for w in done] == ["a"]
 
 
 async def test_runtime_streams_through_the_kyutai_engine(engine: KyutaiEngine) -> None:

@@ -15,11 +15,19 @@ with the slots that have no 80 ms frame ready masked out of execution (their sta
 untouched). A slot is reset (Mimi and LM state) the first time a new session uses
 it, so speakers never leak state into each other.
 
-Text and timing: see :mod:`captions.engines.kyutai_text`. Words are final as soon as
-they are complete; the partial is the word still being built. Checkpoints with extra
-heads give an end-of-turn probability each frame: above ``end_of_turn_threshold``,
-the utterance closes. Ending a stream feeds the model ``audio_delay_seconds`` plus
-``flush_margin_seconds`` of silence so the last words come out.
+Settings from the checkpoint's ``config.json``, read as Kyutai's reference scripts read
+them (:class:`SttSettings`): ``stt_config.audio_silence_prefix_seconds`` (default 1.0)
+of silence is fed before a stream, ``ceil(stt_config.audio_delay_seconds * 12.5)``
+frames of silence (default 5.0 s) after it, ``text_padding_token_id`` (default 3) is
+the padding token, and extra head 2 is the end-of-turn ("pause") head when the LM has
+at least three extra heads (``extra_heads_num_heads``).
+
+Text and timing: see :mod:`captions.engines.kyutai_text` (Kyutai's reference word
+derivation, token by token). A word is final once the boundary after it arrives; the
+partial is the segment still open. With a pause head, a probability above
+``end_of_turn_threshold`` on a padding frame closes the utterance. Ending a stream
+feeds the model the delay's worth of silence (plus ``flush_margin_seconds``, 0 by
+default, as the reference) so the last words come out.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import numpy as np
 from captions.audio import PCM
 from captions.engine import AudioInbox, Engine, EngineInfo, Session
 from captions.engines import EngineOptions, ModelListing
-from captions.engines.kyutai_text import WordAssembler
+from captions.engines.kyutai_text import PADDING_ID, WordAssembler
 from captions.kyutai_protocol import NEUTRAL_PAUSE_PROBABILITIES, NO_FREE_CHANNELS
 from captions.track import CaptionTrack
 from common.exceptions import CapacityError, EngineError, ModelNotFoundError
@@ -48,6 +56,47 @@ SAMPLE_RATE = 24_000
 FRAME_SAMPLES = 1920  # 80 ms: one Mimi frame at 12.5 Hz
 DEFAULT_REPO = "kyutai/stt-1b-en_fr"
 KNOWN_REPOS = ("kyutai/stt-1b-en_fr", "kyutai/stt-2.6b-en")
+PAUSE_HEAD = 2
+
+
+@dataclass(frozen=True)
+class SttSettings:
+    """What a Kyutai STT checkpoint's config says about feeding and reading the model."""
+
+    audio_delay_seconds: float
+    prefix_frames: int
+    """Silent frames fed before the stream (the silence prefix)."""
+    suffix_frames: int
+    """Silent frames fed after the stream, so the delayed text of its end comes out."""
+    offset_seconds: float
+    """Subtracted from frame times: prefix and delay, as the reference counts them."""
+    padding_id: int
+    pause_head: int | None
+    """Index of the end-of-turn head among the LM's extra heads, if it has one."""
+
+    @classmethod
+    def from_config(
+        cls,
+        stt_config: dict[str, Any],
+        raw_config: dict[str, Any],
+        *,
+        extra_heads: int,
+        frame_rate: float = SAMPLE_RATE / FRAME_SAMPLES,
+    ) -> SttSettings:
+        # Defaults, rounding and the offset exactly as Kyutai's stt_from_file scripts.
+        prefix = float(stt_config.get("audio_silence_prefix_seconds", 1.0))
+        delay = float(stt_config.get("audio_delay_seconds", 5.0))
+        prefix_frames = math.ceil(prefix * frame_rate)
+        return cls(
+            audio_delay_seconds=delay,
+            prefix_frames=prefix_frames,
+            suffix_frames=math.ceil(delay * frame_rate),
+            offset_seconds=int(prefix_frames / frame_rate) + delay,
+            padding_id=int(raw_config.get("text_padding_token_id", PADDING_ID)),
+            # Kyutai's clients (stt_from_file_pytorch --vad, stt-rs, moshi-server users)
+            # read head 2 as the pause prediction; it exists only with 3+ heads.
+            pause_head=PAUSE_HEAD if extra_heads > PAUSE_HEAD else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -181,7 +230,7 @@ class KyutaiEngine(Engine):
         max_streams: int | None = None,
         end_of_turn_threshold: float = 0.5,
         end_of_turn_head: int | None = None,
-        flush_margin_seconds: float = 0.5,
+        flush_margin_seconds: float = 0.0,
     ) -> None:
         import torch
         from moshi.models import LMGen, loaders
@@ -207,27 +256,23 @@ class KyutaiEngine(Engine):
             raise EngineError(f"cannot load Kyutai checkpoint {files.name}: {exc}") from exc
         if self._lm.fuser is not None or self._lm.dep_q != 0:
             raise EngineError(f"{files.name} is not a Kyutai STT checkpoint (conditioned or Moshi)")
-        stt: dict[str, Any] = checkpoint.stt_config
-        self.audio_delay_seconds = float(stt.get("audio_delay_seconds", 0.5))
-        prefix = float(stt.get("audio_silence_prefix_seconds", 0.0))
-        self.prefix_samples = math.ceil(prefix * SAMPLE_RATE / FRAME_SAMPLES) * FRAME_SAMPLES
-        self.offset_seconds = self.prefix_samples / SAMPLE_RATE + self.audio_delay_seconds
-        self.flush_samples = (
-            math.ceil(
-                (self.audio_delay_seconds + flush_margin_seconds) * SAMPLE_RATE / FRAME_SAMPLES
-            )
-            * FRAME_SAMPLES
+        self.settings = SttSettings.from_config(
+            checkpoint.stt_config,
+            checkpoint.raw_config or {},
+            extra_heads=len(self._lm.extra_heads),
+            frame_rate=float(self._mimi.frame_rate),
         )
-        self.padding_id = int((checkpoint.raw_config or {}).get("text_padding_token_id", 3))
+        self.audio_delay_seconds = self.settings.audio_delay_seconds
+        self.prefix_samples = self.settings.prefix_frames * FRAME_SAMPLES
+        self.offset_seconds = self.settings.offset_seconds
+        margin_frames = math.ceil(flush_margin_seconds * SAMPLE_RATE / FRAME_SAMPLES)
+        self.flush_samples = (self.settings.suffix_frames + margin_frames) * FRAME_SAMPLES
+        self.padding_id = self.settings.padding_id
         self.end_of_turn_threshold = end_of_turn_threshold
-        n_heads = len(self._lm.extra_heads)
-        # Kyutai's own clients read head 2 as the pause prediction when there are several.
         self.end_of_turn_head = (
-            None
-            if n_heads == 0
-            else end_of_turn_head
-            if end_of_turn_head is not None
-            else min(2, n_heads - 1)
+            end_of_turn_head
+            if end_of_turn_head is not None and end_of_turn_head < len(self._lm.extra_heads)
+            else self.settings.pause_head
         )
         if max_streams is None:
             max_streams = 64 if self.device.type == "cuda" else 8
@@ -241,8 +286,8 @@ class KyutaiEngine(Engine):
         self._mimi.streaming_forever(max_streams)
         self._gen.streaming_forever(max_streams)
         self._slots: list[KyutaiSession | None] = [None] * max_streams
-        vocab = self._tokenizer.vocab_size()
-        self._pieces = [self._tokenizer.id_to_piece(i) for i in range(vocab)]
+        self._vocab_size = int(self._tokenizer.vocab_size())
+        self._eos_id = int(self._tokenizer.eos_id())
         self.frames_stepped = 0
         languages = ("en", "fr") if "fr" in files.name.lower() else ("en",)
         self.info = EngineInfo(
@@ -269,11 +314,12 @@ class KyutaiEngine(Engine):
             raise CapacityError(NO_FREE_CHANNELS) from None
         assembler = WordAssembler(
             lambda ids: str(self._tokenizer.decode(ids)),
-            self._pieces.__getitem__,
-            vocab_size=len(self._pieces),
-            frame_seconds=FRAME_SAMPLES / SAMPLE_RATE,
+            lambda word: len(self._tokenizer.encode(word)),
+            vocab_size=self._vocab_size,
+            frame_rate=SAMPLE_RATE / FRAME_SAMPLES,
             offset_seconds=self.offset_seconds,
             padding_id=self.padding_id,
+            eos_id=self._eos_id,
         )
         session = KyutaiSession(
             track=track,
@@ -360,23 +406,21 @@ class KyutaiEngine(Engine):
         assert s.assembler is not None
         s.recent_tokens.append(token)
         done = s.assembler.push(token)
-        building = s.assembler.building
-        s.track.update(commit=done, tail=[building] if building is not None else [])
+        s.track.update(commit=done, tail=s.assembler.building)
         head = self.end_of_turn_head
         if (
             head is not None
             and not s.draining
+            and token == self.padding_id  # never in the middle of a word
             and len(s.pause_probabilities) > head
             and s.pause_probabilities[head] > self.end_of_turn_threshold
-            and building is None
-            and s.track.is_open
+            and (s.assembler.has_text or s.track.is_open)
         ):
-            s.track.end_utterance()
+            self._close_utterance(s)
 
     def _close_utterance(self, s: KyutaiSession) -> None:
         assert s.assembler is not None
-        s.track.update(commit=s.assembler.finish())
-        s.track.end_utterance()
+        s.track.end_utterance(tail=s.assembler.finish())
 
     def close(self) -> None:
         self._slots = [None] * len(self._slots)

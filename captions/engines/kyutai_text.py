@@ -1,134 +1,137 @@
-"""Kyutai text tokens to timed words (sans-I/O).
+"""Kyutai text tokens to timed words (sans-I/O), derived as Kyutai's reference derives them.
 
-A Kyutai delayed-streams STT model emits one text token per 80 ms audio frame:
+A Kyutai delayed-streams STT model emits one text token per 80 ms audio frame. Kyutai's
+reference (``scripts/stt_from_file_pytorch.py`` in ``kyutai-labs/delayed-streams-modeling``)
+turns the whole token sequence into words like this, and :class:`WordAssembler` gives the
+same words, token by token:
 
-- ``0`` ends a stretch of padding: a word starts right after it (word boundary);
-- ``3`` is padding: nothing is being said, so a word in progress is complete;
-- anything else is a sentencepiece piece of the current word. A piece starting with
-  ``▁`` begins a new word (the sentencepiece convention), which also completes the
-  word in progress when no boundary token came between them.
+- ``0`` (end of padding) is a word boundary. A *segment* runs from the frame after one
+  boundary up to the next boundary; everything before the first boundary is ignored.
+- A segment's text is the decoded text of its ids above the padding id (``3``): padding,
+  BOS and EOS carry no text.
+- One word in a segment: it spans ``[start, end)`` of the segment. Several words (no
+  boundary came between them): each but the last takes as many frames as the tokenizer
+  gives it pieces, and the last takes the rest.
+- The last segment (end of the stream) ends at the first EOS id in it, else one second
+  (``frame_rate`` frames) after its start or at the end of the stream, whichever comes
+  first. Frames at or past that bound carry no text. (The reference indexes the tokens
+  with a fractional bound there; we take the frames before it.)
+- Frame position ``f`` is stream time ``max(0, f / frame_rate - offset_seconds)``; the
+  reference's offset is ``int(prefix_frames / frame_rate) + audio_delay_seconds``.
 
-The token of frame ``t`` (0-based) describes audio that the model heard
-``offset_seconds`` earlier: the checkpoint's ``audio_delay_seconds`` plus any silence
-prefix fed before the stream. So frame index ``t`` maps to stream time
-``t * frame_seconds - offset_seconds`` (never below 0), plus any audio that was dropped
-upstream (``skipped_seconds``), so times stay on the speaker's real timeline.
-
-Word timing: a word starts one frame after its boundary token (or at its first piece
-when there was no boundary), and ends one frame after its last piece. That end is
-known as soon as the word is complete, so the word can be final at once (Kyutai text
-is monotonic) and it never runs past the next boundary.
+Streaming: a word is final when the boundary after it arrives (only then are its text
+and its end known); until then it is the partial. Closing a turn or the stream early
+(:meth:`WordAssembler.finish`) applies the last-segment rule to the frames seen so far.
+Tokens after such a close and before the next boundary open a segment at their own
+frame, so no text is lost. ``skipped_seconds`` (audio dropped upstream) is added to
+every time, so times stay on the speaker's real timeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable
 
 from captions.events import Word
 
 BOUNDARY_ID = 0
 PADDING_ID = 3
-WORD_START = "▁"
-
-
-@dataclass
-class _Building:
-    start_frame: int
-    ids: list[int] = field(default_factory=list)
-    last_frame: int = 0
+EOS_ID = 2
+FRAME_RATE = 12.5
 
 
 class WordAssembler:
     """Turns a stream of text tokens into words. Explicit, resettable state.
 
-    ``decode`` turns piece ids into text; ``piece`` gives one id's piece (to spot the
-    ``▁`` that starts a word). Ids in ``ignored_ids`` (e.g. BOS/EOS) and ids at or
-    beyond ``vocab_size`` carry no text and are treated like padding.
+    ``decode`` turns ids into text; ``count_pieces`` says how many ids the tokenizer
+    gives one word (to share a segment among several words). Ids at or beyond
+    ``vocab_size`` carry no text.
     """
 
     def __init__(
         self,
         decode: Callable[[list[int]], str],
-        piece: Callable[[int], str],
+        count_pieces: Callable[[str], int],
         *,
         vocab_size: int,
-        frame_seconds: float = 0.08,
+        frame_rate: float = FRAME_RATE,
         offset_seconds: float = 0.0,
         boundary_id: int = BOUNDARY_ID,
         padding_id: int = PADDING_ID,
-        ignored_ids: Sequence[int] = (1, 2),
+        eos_id: int = EOS_ID,
     ) -> None:
         self._decode = decode
-        self._piece = piece
+        self._count_pieces = count_pieces
         self.vocab_size = vocab_size
-        self.frame_seconds = frame_seconds
+        self.frame_rate = frame_rate
         self.offset_seconds = offset_seconds
         self.boundary_id = boundary_id
         self.padding_id = padding_id
-        self.ignored_ids = frozenset(ignored_ids)
+        self.eos_id = eos_id
         self.reset()
 
     def reset(self) -> None:
         self.frames = 0
         """Tokens consumed so far (the frame index of the next token)."""
         self.skipped_seconds = 0.0
-        self._boundary_frame: int | None = None
-        self._building: _Building | None = None
+        self._start: int | None = None
+        """First frame of the open segment (None: no segment open)."""
+        self._tokens: list[int] = []
+        self._closed_early = False
 
-    def time(self, frame: int) -> float:
-        """Stream time, in seconds, of the audio that frame index ``frame`` describes."""
-        return max(0.0, frame * self.frame_seconds - self.offset_seconds) + self.skipped_seconds
+    def time(self, frame: float) -> float:
+        """Stream time, in seconds, of frame position ``frame``."""
+        return max(0.0, frame / self.frame_rate - self.offset_seconds) + self.skipped_seconds
+
+    def carries_text(self, token: int) -> bool:
+        return self.padding_id < token < self.vocab_size
 
     def push(self, token: int) -> list[Word]:
-        """Consumes the token of the next frame; returns the words it completed."""
+        """Consumes the token of the next frame; returns the words it made final."""
         frame = self.frames
         self.frames += 1
         if token == self.boundary_id:
-            ended = self.finish()
-            self._boundary_frame = frame
-            return ended
-        if (
-            token == self.padding_id
-            or token in self.ignored_ids
-            or not 0 <= token < self.vocab_size
-        ):
-            return self.finish()
-        done: list[Word] = []
-        if self._building is not None and self._piece(token).startswith(WORD_START):
-            done = self.finish()
-        if self._building is None:
-            start = frame if self._boundary_frame is None else self._boundary_frame + 1
-            self._building = _Building(start_frame=min(start, frame))
-            self._boundary_frame = None
-        self._building.ids.append(token)
-        self._building.last_frame = frame
-        return done
+            done = self._words(self._start, frame, self._tokens) if self._start is not None else []
+            self._start, self._tokens = frame + 1, []
+            self._closed_early = False
+            return done
+        if self._start is not None:
+            self._tokens.append(token)
+        elif self._closed_early and self.carries_text(token):
+            self._start, self._tokens = frame, [token]
+        return []
 
     @property
-    def building(self) -> Word | None:
-        """The word still being built (not final), if any."""
-        if self._building is None:
-            return None
-        text = " ".join(self._decode(self._building.ids).split())
-        return Word(text, *self._span(self._building)) if text else None
+    def has_text(self) -> bool:
+        """Whether the open segment holds any text yet."""
+        return any(self.carries_text(t) for t in self._tokens)
+
+    @property
+    def building(self) -> list[Word]:
+        """The words of the open segment so far (not final)."""
+        if self._start is None:
+            return []
+        return self._words(self._start, self.frames, self._tokens)
 
     def finish(self) -> list[Word]:
-        """Completes the word in progress (end of a word, a turn, or the stream)."""
-        building, self._building = self._building, None
-        return self._words(building) if building is not None else []
-
-    def _span(self, building: _Building) -> tuple[float, float]:
-        start = self.time(building.start_frame)
-        return start, max(start, self.time(building.last_frame + 1))
-
-    def _words(self, building: _Building) -> list[Word]:
-        texts = self._decode(building.ids).split()
-        if not texts:
+        """Closes the open segment by the reference's end-of-stream rule (see module doc)."""
+        if self._start is None:
             return []
-        start, end = self._span(building)
-        # Rarely several words share one span (no boundary between them): split it evenly.
-        share = (end - start) / len(texts)
-        return [
-            Word(text, start + i * share, start + (i + 1) * share) for i, text in enumerate(texts)
-        ]
+        start, tokens = self._start, self._tokens
+        self._start, self._tokens, self._closed_early = None, [], True
+        if self.eos_id in tokens:
+            end: float = start + tokens.index(self.eos_id)
+        else:
+            end = min(self.frames, start + self.frame_rate)
+        return self._words(start, end, tokens[: math.ceil(end) - start])
+
+    def _words(self, start: float, end: float, tokens: list[int]) -> list[Word]:
+        texts = self._decode([t for t in tokens if self.carries_text(t)]).split()
+        words: list[Word] = []
+        for text in texts[:-1]:
+            pieces = self._count_pieces(text)
+            words.append(Word(text, self.time(start), self.time(start + pieces)))
+            start += pieces
+        if texts:
+            words.append(Word(texts[-1], self.time(start), self.time(end)))
+        return words
