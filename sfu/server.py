@@ -203,7 +203,8 @@ class Connection:
             await self.close(CloseCode.ROOM_FULL, "room full")
         except AuthError as exc:
             self.send(error_message(exc.code, str(exc), request and _wire_type(request)))
-            if not isinstance(exc, ForbiddenError):
+            # A refused join closes the socket; a refused action after joining does not.
+            if not self.session.joined:
                 await self.close(close_code_for(exc.code), exc.code)
         except CaptionsError as exc:
             code = (

@@ -86,6 +86,9 @@ class Settings:
             raise SettingsError("use either --tls-self-signed or --tls-cert/--tls-key")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port {self.port} is out of range")
+        if self.secret_override is not None and len(self.secret_override) < MIN_SECRET_CHARS:
+            # The same rule as for the secret file: a short secret makes tokens forgeable.
+            raise SettingsError(f"{ENV_SECRET}: secret shorter than {MIN_SECRET_CHARS} characters")
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -11,10 +11,11 @@ A token names exactly one room and expires. :func:`verify_token` raises one
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
 
 import jwt
@@ -37,6 +38,7 @@ MAX_TOKEN_CHARS = 4096
 ROOM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 """Room names are URL-path safe: letters, digits, ``_ . -``, at most 64 characters."""
 MAX_IDENTITY_CHARS = 64
+MAX_TTL_SECONDS = 366 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class Grants:
     can_subscribe: bool = True
     hidden: bool = False
     captioner: bool = False
+    expires_at: float | None = field(default=None, compare=False)
+    """When the token carrying these grants expires (set by :func:`verify_token`; not
+    signed as a grant: the token's ``exp`` is)."""
 
     def __post_init__(self) -> None:
         # Every display name passes here (tokens, join.name): the one place it is cleaned.
@@ -115,8 +120,8 @@ def new_identity(name: str) -> str:
 
 def mint_token(secret: str, grants: Grants, *, ttl: float = DEFAULT_TTL_SECONDS) -> str:
     """Signs ``grants`` for ``ttl`` seconds."""
-    if ttl <= 0:
-        raise TokenInvalidError("ttl must be positive")
+    if not math.isfinite(ttl) or not 0 < ttl <= MAX_TTL_SECONDS:
+        raise TokenInvalidError(f"ttl must be a number of seconds in (0, {MAX_TTL_SECONDS:g}]")
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": ISSUER,
@@ -124,7 +129,7 @@ def mint_token(secret: str, grants: Grants, *, ttl: float = DEFAULT_TTL_SECONDS)
         "iat": now,
         "nbf": now - 5,
         "exp": now + int(ttl),
-        "grants": asdict(grants),
+        "grants": {k: v for k, v in asdict(grants).items() if k != "expires_at"},
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -153,10 +158,15 @@ def verify_token(secret: str, token: str | None, room: str | None = None) -> Gra
     return grants
 
 
-def require_host(grants: Grants, action: str) -> None:
-    """Raises ``forbidden`` unless the grants belong to the room's host."""
+def require_host(grants: Grants, action: str, *, now: float | None = None) -> None:
+    """Raises ``forbidden`` unless the grants belong to the room's host, and
+    ``token_expired`` once the host's token has expired: a signalling socket outlives its
+    token (the meeting goes on), but host powers end with it. No leeway is allowed."""
     if not grants.is_host:
         raise ForbiddenError(f"only the host may {action}")
+    now = time.time() if now is None else now
+    if grants.expires_at is not None and now >= grants.expires_at:
+        raise TokenExpiredError(f"the host token has expired: rejoin to {action}")
 
 
 def _grants_from_claims(claims: dict[str, Any]) -> Grants:
@@ -172,4 +182,4 @@ def _grants_from_claims(claims: dict[str, Any]) -> Grants:
     known = {k: raw[k] for k in (*text_fields, *flag_fields) if k in raw}
     if "room" not in known or "identity" not in known:
         raise TokenInvalidError("room token names no room or identity")
-    return Grants(**cast(dict[str, Any], known))
+    return Grants(**cast(dict[str, Any], known), expires_at=float(claims["exp"]))

@@ -305,3 +305,22 @@ def test_a_message_with_a_lone_surrogate_still_encodes_as_valid_utf8() -> None:
 
     text = encode({"type": "participant_joined", "participant": {"name": "x\ud800y"}})
     assert json.loads(text.encode("utf-8"))["participant"]["name"] == "x\ud800y"
+
+
+async def test_a_host_action_after_the_token_expired_is_refused_without_closing(
+    sfu: TestServer,
+) -> None:
+    from sfu.tokens import Grants, mint_token
+
+    short = mint_token(SECRET, Grants.for_role("lobby", "Host", "host"), ttl=1)
+    host = await SfuClient.connect(url(sfu), short)
+    try:
+        await asyncio.sleep(2.2)  # exp is whole seconds: at most 1 s after minting
+        await host.set_captions(False)
+        refused = await host.wait_for("error", timeout=10)
+        assert refused.data["code"] == "token_expired"
+        assert host.captions["enabled"] is True
+        await host.send_raw('{"type":"ping","id":5}')
+        assert (await host.wait_for("pong", timeout=10)).data["id"] == 5  # still connected
+    finally:
+        await host.close()

@@ -199,3 +199,34 @@ def test_display_names_are_cleaned_where_grants_are_made() -> None:
         Grants.for_role("r", "x" * 65, "participant")
     with pytest.raises(TokenInvalidError):
         Grants("r", "id\nentity")
+
+
+def test_a_short_secret_is_refused_from_the_environment_as_from_the_file(tmp_path: Path) -> None:
+    from common.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="shorter than 32"):
+        Settings.from_env({"CAPTIONS_SECRET": "abc"}, data_dir=tmp_path)
+    (tmp_path / "secret").write_text("abc\n")
+    with pytest.raises(ConfigError, match="shorter than 32"):
+        Settings.from_env({}, data_dir=tmp_path).secret  # noqa: B018
+
+
+@pytest.mark.parametrize("ttl", ["nan", "inf", "-5", "0", "1e300"])
+def test_token_cli_refuses_a_ttl_that_is_not_a_sane_duration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ttl: str
+) -> None:
+    from cli.main import main
+
+    args = ["token", "--room", "lobby", "--name", "A", "--data-dir", str(tmp_path), "--ttl", ttl]
+    assert main(args) == 2
+    assert "ttl must be" in capsys.readouterr().err
+
+
+def test_host_powers_end_with_the_token_without_leeway() -> None:
+    token = mint_token(SECRET, Grants.for_role("r", "Host", "host"), ttl=60)
+    grants = verify_token(SECRET, token)
+    assert grants.expires_at is not None
+    require_host(grants, "act", now=grants.expires_at - 0.5)
+    with pytest.raises(TokenExpiredError):
+        require_host(grants, "act", now=grants.expires_at)
+    assert "expires_at" not in jwt.decode(token, SECRET, algorithms=["HS256"])["grants"]
