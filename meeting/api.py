@@ -39,6 +39,7 @@ from meeting.protocol import (
     CloseCode,
     Error,
     Hello,
+    NotSaved,
     Person,
     Ping,
     Pong,
@@ -66,8 +67,9 @@ class CaptionsApiLimits:
     # A client whose socket takes nothing for this long is dropped (see _send_loop).
     send_timeout_seconds: float = 10.0
     max_pending_writes: int = 1000
-    """Finals of one publisher waiting for the store; beyond, its socket is not read
-    (the publisher keeps them, unacknowledged) until the store catches up."""
+    """Finals of one publisher waiting for the store; beyond, a final is still fanned out
+    live but answered ``not_saved`` (the publisher keeps it and sends it again later),
+    so a long outage of the store (a full disk) never stops live captions."""
     writes_after_close_seconds: float = 30.0
     """How long finals still pending when a publisher disconnects keep being retried."""
 
@@ -240,7 +242,10 @@ class CaptionsApi:
                     continue
                 reply = self._accept_publication(room, msg.data)
                 if isinstance(reply, Publication):
-                    await writes.put((room, reply))  # waits while the store is behind
+                    try:
+                        writes.put_nowait((room, reply))
+                    except asyncio.QueueFull:  # the store is far behind: live only, for now
+                        await ws.send_str(serialize_publish_reply(NotSaved(reply.seq)))
                 elif reply is not None:
                     await ws.send_str(serialize_publish_reply(reply))
         finally:

@@ -7,8 +7,12 @@ others) and stores finals in the :class:`~meeting.store.TranscriptStore`.
 Live captions never wait for the database: a final is broadcast at once (once: a final
 sent again after a publisher's reconnect is recognised by ``(room, stream, utterance)``
 among the last ``dedup_window`` of the room), and :meth:`CaptionHub.persist` stores it,
-retrying with backoff while the database is unreachable (a PostgreSQL restart); the
-publisher is acknowledged only after the write, so nothing acknowledged is lost.
+retrying with backoff while the database is unreachable (a PostgreSQL restart, a full
+disk); the publisher is acknowledged only after the write, so nothing acknowledged is
+lost. The store's failure is logged once per change of state (failing, working again),
+not per attempt, and every room's ``room_state`` says ``saving: false`` meanwhile, so the
+host's page shows "Transcript not being saved"; it flips back by itself on the first
+write that succeeds.
 
 :class:`ClientQueue` is sans-I/O. Its policy when a client does not keep up:
 
@@ -157,6 +161,7 @@ class RoomCaptions:
     degraded: bool = False
     participants: int = 0
     languages: tuple[str, ...] = ()
+    saving: bool = True
 
     def message(self) -> RoomState:
         return RoomState(
@@ -167,6 +172,7 @@ class RoomCaptions:
             captioner=self.captioners > 0,
             degraded=self.degraded,
             languages=self.languages,
+            saving=self.saving,
         )
 
 
@@ -206,6 +212,8 @@ class CaptionHub:
         self._background: set[asyncio.Task[None]] = set()
         self.store_failures = 0
         """Failed store operations (each retry of a write counts), for /metrics."""
+        self.saving = True
+        """False from a failed store operation until one succeeds (see the module doc)."""
         self.pending_writes = 0
         self.on_final: list[Callable[[str, CaptionEvent, float | None], None]] = []
         """Called with (room, event, stream_started_at) for every final broadcast, once
@@ -214,8 +222,29 @@ class CaptionHub:
     def _room(self, room: str) -> _Room:
         entry = self._rooms.get(room)
         if entry is None:
-            entry = self._rooms[room] = _Room(RoomCaptions(room))
+            entry = self._rooms[room] = _Room(RoomCaptions(room, saving=self.saving))
         return entry
+
+    # -- store health ---------------------------------------------------------------
+
+    def _store_failed(self, what: str, exc: StoreUnavailableError) -> None:
+        self.store_failures += 1
+        if self.saving:
+            log.error("transcripts are not being saved (live captions go on): %s: %s", what, exc)
+            self._set_saving(False)
+        else:
+            log.debug("%s failed: %s", what, exc)
+
+    def _store_worked(self) -> None:
+        if not self.saving:
+            log.warning("transcripts are being saved again")
+            self._set_saving(True)
+
+    def _set_saving(self, saving: bool) -> None:
+        self.saving = saving
+        for name, entry in list(self._rooms.items()):
+            entry.state.saving = saving
+            self._broadcast(name, entry.state.message())
 
     def state(self, room: str) -> RoomCaptions:
         return self._room(room).state
@@ -239,8 +268,7 @@ class CaptionHub:
         try:
             recent = await self.store.recent(room, self.backlog)
         except StoreUnavailableError as exc:
-            self.store_failures += 1
-            log.warning("backlog of %s unavailable: %s", room, exc)
+            self._store_failed(f"reading the backlog of {room}", exc)
             recent = []
         sub.put(Backlog(tuple(recent)))
         sub.put(self.state(room).message())
@@ -295,10 +323,10 @@ class CaptionHub:
                     await self.store.append(
                         room, event, stream=stream, stream_started_at=stream_started_at
                     )
+                    self._store_worked()
                     return
                 except StoreUnavailableError as exc:
-                    self.store_failures += 1
-                    log.warning("storing a final of %s failed (%s); retrying", room, exc)
+                    self._store_failed(f"storing a final of {room}", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry.max_seconds)
         finally:
@@ -311,8 +339,9 @@ class CaptionHub:
             try:
                 await coro
             except StoreUnavailableError as exc:
-                self.store_failures += 1
-                log.warning("%s failed: %s", what, exc)
+                self._store_failed(what, exc)
+            else:
+                self._store_worked()
 
         task = asyncio.ensure_future(run())
         self._background.add(task)

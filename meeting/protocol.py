@@ -133,6 +133,8 @@ class RoomState:
     captioner: bool = False
     degraded: bool = False
     languages: tuple[str, ...] = ()
+    saving: bool = True
+    """False while the server cannot write transcripts (live captions still flow)."""
 
 
 @dataclass(frozen=True)
@@ -194,10 +196,20 @@ PublishMessage = Publication | SidecarStatus
 
 @dataclass(frozen=True)
 class Ack:
+    """The final numbered ``seq`` is stored durably."""
+
     seq: int
 
 
-PublishReply = Ack | RoomState | Error
+@dataclass(frozen=True)
+class NotSaved:
+    """The final numbered ``seq`` went out live but the server cannot take it for storing
+    now (its store is far behind): the publisher sends it again later."""
+
+    seq: int
+
+
+PublishReply = Ack | NotSaved | RoomState | Error
 
 
 # ---------------------------------------------------------------- limits and reading
@@ -395,6 +407,7 @@ def _room_state(fields: _Fields) -> RoomState:
         captioner=captioner == "connected",
         degraded=fields.boolean("degraded"),
         languages=fields.languages("languages"),
+        saving=fields.boolean("saving", default=True),
     )
 
 
@@ -515,6 +528,7 @@ def _server_json(message: ServerMessage) -> dict[str, Any]:
             "captioner": "connected" if message.captioner else "absent",
             "degraded": message.degraded,
             "languages": list(message.languages),
+            "saving": message.saving,
         }
     if isinstance(message, Hello):
         return {
@@ -602,6 +616,7 @@ def serialize_publish(message: PublishMessage) -> str:
 
 _REPLY_READERS: dict[str, Reader] = {
     "ack": lambda f: Ack(f.integer("seq")),
+    "not_saved": lambda f: NotSaved(f.integer("seq")),
     "room_state": _room_state,
     "error": _error,
 }
@@ -623,6 +638,8 @@ def parse_publish_reply(
 def serialize_publish_reply(message: PublishReply) -> str:
     if isinstance(message, Ack):
         return _dump({"type": "ack", "seq": message.seq})
+    if isinstance(message, NotSaved):
+        return _dump({"type": "not_saved", "seq": message.seq})
     return serialize_server(message)
 
 

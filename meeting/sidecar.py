@@ -51,6 +51,7 @@ from common.exceptions import CaptionsError, EngineError, ProtocolError
 from meeting.protocol import (
     Ack,
     Error,
+    NotSaved,
     Person,
     Publication,
     SidecarStatus,
@@ -360,8 +361,10 @@ class CaptionPublisher:
 
     Bounded, with this policy: finals wait for the server's ack (at most ``max_unacked``;
     beyond that the oldest is dropped and counted in ``dropped_finals``) and are resent
-    after a reconnect; only the newest partial per ``(speaker, utterance)`` is kept, and
-    partials are dropped while disconnected; only the newest status is kept.
+    after a reconnect, and ``resend_seconds`` after the server answered ``not_saved`` (its
+    store is far behind: the final went out live, storing it must wait); only the newest
+    partial per ``(speaker, utterance)`` is kept, and partials are dropped while
+    disconnected; only the newest status is kept.
     """
 
     def __init__(
@@ -371,12 +374,15 @@ class CaptionPublisher:
         *,
         max_unacked: int = 10_000,
         reconnect_seconds: float = 1.0,
+        resend_seconds: float = 5.0,
         ssl: Any = True,
     ) -> None:
         self.url = url
         self.token = token
         self.max_unacked = max_unacked
         self.reconnect_seconds = reconnect_seconds
+        self.resend_seconds = resend_seconds
+        self._resend_at: dict[int, float] = {}  # seq -> when to send a not_saved final again
         self.ssl = ssl
         self._seq = 0
         self._unacked: OrderedDict[int, Publication] = OrderedDict()
@@ -456,9 +462,14 @@ class CaptionPublisher:
         try:
             while not reader.done():
                 self._work.clear()
+                self._queue_resends()
                 await self._send_pending(ws)
                 waiter = asyncio.create_task(self._work.wait())
-                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {waiter, reader},
+                    timeout=self.resend_seconds if self._resend_at else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 waiter.cancel()
         finally:
             if waiter is not None:
@@ -477,6 +488,15 @@ class CaptionPublisher:
             key = next(iter(self._partials))
             await ws.send_str(serialize_publish(self._partials.pop(key)))
 
+    def _queue_resends(self) -> None:
+        """Queues the ``not_saved`` finals whose wait is over."""
+        now = time.monotonic()
+        for seq, due in list(self._resend_at.items()):
+            if due <= now:
+                del self._resend_at[seq]
+                if seq in self._unacked and seq not in self._to_send:
+                    self._to_send.append(seq)
+
     async def _read_acks(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
@@ -488,6 +508,9 @@ class CaptionPublisher:
                 continue
             if isinstance(reply, Ack):
                 self._unacked.pop(reply.seq, None)
+            elif isinstance(reply, NotSaved):
+                self._resend_at[reply.seq] = time.monotonic() + self.resend_seconds
+                self._work.set()
             elif isinstance(reply, Error):
                 log.warning("server refused a caption message: %s", reply.message)
 

@@ -33,7 +33,9 @@ fails; callers decide whether to retry (the hub retries writes, see
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from abc import ABC, abstractmethod
@@ -134,15 +136,19 @@ class SqliteTranscriptStore(TranscriptStore):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _make_private(self.path)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate(SQLITE_MIGRATIONS)
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"cannot open the transcript store {path}: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailableError(
+                f"cannot open the transcript store {path}: {exc}"
+                " (is the data directory writable, with space left?)"
+            ) from exc
 
     def _migrate(self, migrations: Sequence[Migration]) -> None:
         self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -248,6 +254,16 @@ class SqliteTranscriptStore(TranscriptStore):
 
     async def aclose(self) -> None:
         self._db.close()
+
+
+def _make_private(path: Path) -> None:
+    """Creates the database file with mode 0600 (SQLite gives its WAL companions the
+    same mode), and tightens the files an older version left world-readable."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if companion.stat().st_mode & 0o077:
+                companion.chmod(0o600)
 
 
 # -- shared by both implementations ----------------------------------------------------

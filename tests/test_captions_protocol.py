@@ -199,6 +199,7 @@ room_states = st.builds(
     captioner=st.booleans(),
     degraded=st.booleans(),
     languages=st.lists(languages, max_size=4).map(tuple),
+    saving=st.booleans(),
 )
 client_messages = st.one_of(
     st.builds(Auth, valid_text),
@@ -229,6 +230,7 @@ publish_messages = st.one_of(
 )
 publish_replies = st.one_of(
     st.builds(Ack, st.integers(0, 2**53 - 1)),
+    st.builds(protocol.NotSaved, st.integers(0, 2**53 - 1)),
     room_states,
     st.builds(Error, valid_text, valid_text),
 )
@@ -273,8 +275,11 @@ def test_the_wire_format_is_the_documented_one() -> None:
         "captioner": "connected",
         "degraded": False,
         "languages": ["en", "fr"],
+        "saving": True,
     }
     assert json.loads(protocol.serialize_publish_reply(Ack(17))) == {"type": "ack", "seq": 17}
+    not_saved = protocol.serialize_publish_reply(protocol.NotSaved(18))
+    assert json.loads(not_saved) == {"type": "not_saved", "seq": 18}
     assert protocol.parse_client('{"type":"ping","id":7}') == Ping(7)
 
 

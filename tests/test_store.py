@@ -165,3 +165,71 @@ async def test_an_unreachable_postgres_is_a_clear_error(tmp_path: Path) -> None:
         await store.open()
     with pytest.raises(StoreUnavailableError, match="postgresql://"):
         open_store("mysql://x", tmp_path)
+
+
+# -- SQLite: a private file, clear errors, a full disk ---------------------------------
+
+
+def fill_up(store: SqliteTranscriptStore) -> None:
+    """Makes the database full as a full disk does (SQLite's own SQLITE_FULL error)."""
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def make_room(store: SqliteTranscriptStore) -> None:
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+
+
+async def test_sqlite_data_files_are_private(tmp_path: Path) -> None:
+    import stat
+
+    path = tmp_path / "data" / "t.sqlite"
+    store = SqliteTranscriptStore(path)
+    await store.append("r", final(ALICE, 0, ("hi", 0.0, 0.5)), stream="s", stream_started_at=1.0)
+    files = [p for p in path.parent.iterdir() if p.name.startswith("t.sqlite")]
+    assert len(files) >= 2  # the database and its WAL
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    await store.aclose()
+    path.chmod(0o644)  # as an older version left it: tightened on opening
+    await SqliteTranscriptStore(path).aclose()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_a_full_sqlite_store_fails_with_store_unavailable(tmp_path: Path) -> None:
+    store = SqliteTranscriptStore(tmp_path / "t.sqlite")
+    fill_up(store)
+    with pytest.raises(StoreUnavailableError, match="full"):
+        for i in range(50):
+            words = ("w" * 2000, i, i + 1)
+            await store.append("r", final(ALICE, i, words), stream="s", stream_started_at=1)
+    make_room(store)
+    assert await store.append("r", final(ALICE, 99, ("x", 0, 1)), stream="s", stream_started_at=1)
+
+
+def test_an_unusable_data_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreUnavailableError, match="cannot open the transcript store"):
+        SqliteTranscriptStore(blocker / "data" / "t.sqlite")
+
+
+def test_a_read_only_data_directory_is_a_clear_error(tmp_path: Path) -> None:
+    """An existing data directory on a read-only filesystem (root ignores file modes, so
+    a read-only tmpfs is mounted; skipped where mounting is not allowed)."""
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        asyncio.run(SqliteTranscriptStore(mount / "t.sqlite").aclose())
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        with pytest.raises(StoreUnavailableError, match="cannot open the transcript store"):
+            SqliteTranscriptStore(mount / "t.sqlite")
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -718,6 +718,8 @@ function startCaptions() {
     const data = e.detail;
     state.captioner = data.captioner || "connected";
     state.serverDegraded = Boolean(data.degraded);
+    // The server cannot write the transcript (full disk...): only the host can act on it.
+    $("[data-testid=saving-warning]").hidden = !(data.saving === false && state.grants?.role === "host");
     // On/off and who changed it come from the signalling socket, where the host changes
     // them; this copy, relayed through the sidecar, may lag behind it.
     if (Array.isArray(data.languages)) applyRoomCaptions({ ...state.roomCaptions, languages: data.languages });
