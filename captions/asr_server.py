@@ -25,6 +25,7 @@ the :class:`~captions.runtime.EngineRunner` runs (the Whisper default or ``kyuta
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import itertools
@@ -78,6 +79,10 @@ class AsrServerLimits:
     """How often Step messages and due markers are checked."""
     marker_grace: float = 1.0
     """When the engine is idle, how long a due marker waits for the last words."""
+    max_streams_per_key: int | None = None
+    """Streams one API key may hold at once (None: up to the engine's capacity); beyond,
+    the client gets ``no free channels``, as when the engine is full, so that one key
+    holder cannot take every slot from the others."""
 
 
 class AsrStreamingHandler:
@@ -93,32 +98,40 @@ class AsrStreamingHandler:
         self.limits = limits
         self._ids = itertools.count(1)
         self.active = 0
+        self._by_key: collections.Counter[str] = collections.Counter()
 
-    def authorized(self, request: web.Request) -> bool:
+    def authorized(self, request: web.Request) -> str | None:
+        """The configured key the request presents, or None."""
         key = request.headers.get(API_KEY_HEADER) or request.query.get(API_KEY_QUERY) or ""
         # Compare against every key in constant time, so timing reveals nothing.
         matches = [hmac.compare_digest(key.encode(), k.encode()) for k in self.api_keys]
-        return any(matches)
+        return next((k for k, ok in zip(self.api_keys, matches, strict=True) if ok), None)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if not self.authorized(request):
+        key = self.authorized(request)
+        if key is None:
             raise web.HTTPUnauthorized(text="missing or invalid API key\n")
         ws = web.WebSocketResponse(
             heartbeat=self.limits.ping_interval,
             max_msg_size=4 * self.limits.max_message_bytes,
         )
         await ws.prepare(request)
+        per_key = self.limits.max_streams_per_key
         try:
+            if per_key is not None and self._by_key[key] >= per_key:
+                raise CapacityError("this API key holds all the streams it may")
             stream = self.runner.open_stream(Speaker(f"asr-{next(self._ids)}"))
         except CapacityError:
             await ws.send_bytes(encode(Error(NO_FREE_CHANNELS)))
             await ws.close()
             return ws
         self.active += 1
+        self._by_key[key] += 1
         try:
             await _Connection(ws, stream, self.runner, self.limits).run()
         finally:
             self.active -= 1
+            self._by_key[key] -= 1
             if not stream.closed:
                 stream.abort()
         return ws
@@ -181,7 +194,11 @@ class _Connection:
                 last_any + self.limits.idle_timeout, last_audio + self.limits.audio_timeout
             )
             try:
-                msg = await self.ws.receive(timeout=max(0.0, deadline - now))
+                # An absolute deadline, not receive(timeout=...): aiohttp restarts that
+                # timeout on every pong it handles internally, so a silent client whose
+                # library answers our pings would never time out.
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    msg = await self.ws.receive()
             except TimeoutError:
                 idle = time.monotonic() - last_any >= self.limits.idle_timeout
                 reason = "nothing received" if idle else "no audio received"
@@ -276,6 +293,11 @@ class _Connection:
             out.append(marker)
             self._ripe.pop(0)
         return out
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    """A ``time.monotonic()`` deadline on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (monotonic_deadline - time.monotonic())
 
 
 _HANDLER_KEY = web.AppKey("asr_streaming_handler", AsrStreamingHandler)

@@ -38,6 +38,9 @@ class EngineInfo:
     """Concurrent sessions the engine accepts; None means limited by compute only."""
     model: str = ""
     description: str = ""
+    real_time_only: bool = False
+    """The engine runs on the wall clock (a remote server paces it), so it cannot be
+    driven on a virtual clock (``captions transcribe --fast``, simulations)."""
 
 
 class AudioInbox:

@@ -12,7 +12,7 @@ import secrets
 
 from aiohttp import web
 
-from captions.asr_server import ASR_STREAMING_PATH, create_asr_app
+from captions.asr_server import ASR_STREAMING_PATH, AsrServerLimits, create_asr_app
 from captions.engines import create_engine
 from cli.common import add_engine_arguments, add_metrics_token_argument, engine_options
 from meeting.ops import add_asr_ops_routes
@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY",
         help="accepted API key (repeatable); one is generated when none is given",
     )
+    parser.add_argument(
+        "--max-streams-per-key",
+        type=int,
+        metavar="N",
+        help="streams one API key may hold at once (default: all of the engine's)",
+    )
     add_metrics_token_argument(parser)
     add_engine_arguments(parser)
     parser.set_defaults(func=run)
@@ -45,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         keys = [secrets.token_urlsafe(24)]
         print(f"generated API key: {keys[0]}", flush=True)
     engine = create_engine(args.engine, engine_options(args))
-    app = create_asr_app(engine, keys)
+    limits = AsrServerLimits(max_streams_per_key=args.max_streams_per_key)
+    app = create_asr_app(engine, keys, limits=limits)
     add_asr_ops_routes(app, metrics_token=args.metrics_token)
     url = f"ws://{args.host}:{args.port}{ASR_STREAMING_PATH}"
     print(

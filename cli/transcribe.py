@@ -75,6 +75,14 @@ def run(args: argparse.Namespace) -> int:
     # Inputs are checked before the (slow) model load, so a typo fails at once.
     sources = load_sources(args.files, split_channels=args.split_channels)
     engine = create_engine(args.engine, engine_options(args))
+    if args.fast and engine.info.real_time_only:
+        engine.close()
+        # Its server answers in real time: a virtual clock would end the stream before the
+        # words come back, and the transcript would be empty.
+        raise CaptionsError(
+            f"--fast cannot drive the {engine.info.name} engine (it runs in real time);"
+            " run without --fast"
+        )
     console = Console(highlight=False)
     display = CaptionDisplay(console, [s.speaker for s in sources])
     with Live(display, console=console, refresh_per_second=10, transient=True) as live:
@@ -85,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             events = asyncio.run(
                 transcribe_live(engine, sources, language=args.language, on_event=on_event)
             )
+    if outputs and not any(e.kind == "final" for e in events):
+        console.print("[yellow]warning: no words were recognised; the transcript is empty[/yellow]")
     for fmt, path in outputs.items():
         try:
             path.write_text(render(fmt, events), encoding="utf-8")

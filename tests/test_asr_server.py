@@ -235,3 +235,36 @@ async def test_server_pings_at_the_configured_interval() -> None:
                 while aiohttp.WSMsgType.PING not in kinds:
                     kinds.append((await ws.receive()).type)
             assert kinds[0] == aiohttp.WSMsgType.BINARY  # Ready came first
+
+
+async def test_a_silent_client_that_answers_pings_still_times_out() -> None:
+    """Issue 10, item 7: pongs must not reset the idle timeout (the websockets client
+    answers every ping by itself, like most libraries)."""
+    async with (
+        serving(scripted(), idle_timeout=0.6, audio_timeout=5.0, ping_interval=0.1) as url,
+        connect(url) as ws,
+    ):
+        await read(ws)
+        error = await read_until(ws, lambda m: m["type"] == "Error", timeout=3)
+        assert "nothing received" in error[-1]["message"]
+    async with (
+        serving(scripted(), idle_timeout=5.0, audio_timeout=0.6, ping_interval=0.1) as url,
+        connect(url) as ws,
+    ):
+        await read(ws)
+        error = await read_until(ws, lambda m: m["type"] == "Error", timeout=3)
+        assert "no audio" in error[-1]["message"]
+
+
+async def test_streams_per_api_key_are_capped() -> None:
+    engine = scripted(max_streams=4)
+    async with (
+        serving(engine, keys=(KEY, "other"), max_streams_per_key=2) as url,
+        connect(url) as a,
+        connect(url) as b,
+    ):
+        assert (await read(a))["type"] == (await read(b))["type"] == "Ready"
+        async with connect(url) as third:
+            assert await read(third) == {"type": "Error", "message": "no free channels"}
+        async with connect(url, key="other") as c:  # another key still gets a slot
+            assert (await read(c))["type"] == "Ready"

@@ -137,3 +137,17 @@ def test_models_lists_the_default_engine(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "whisper" in out and "tiny.en" in out and "kyutai" in out
+
+
+def test_fast_with_a_real_time_remote_engine_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 10: --fast with kyutai-remote wrote an empty transcript and exited 0."""
+    clip = tmp_path / "tone.wav"
+    write_wav(clip, np.zeros(16_000, dtype=np.float32), 16_000)
+    out = tmp_path / "out.srt"
+    argv = ["transcribe", "--fast", "--engine", "kyutai-remote", str(clip), "--srt", str(out)]
+    argv += ["--kyutai-url", "ws://127.0.0.1:9/api/asr-streaming", "--kyutai-api-key", "k"]
+    line = _error_line(capsys, argv)
+    assert "--fast" in line and "real time" in line
+    assert not out.exists()

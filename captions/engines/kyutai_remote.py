@@ -296,6 +296,7 @@ class KyutaiRemoteEngine(Engine):
             max_streams=max_streams,
             model=settings.url,
             description=f"Kyutai ASR streaming server at {settings.url}",
+            real_time_only=True,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
