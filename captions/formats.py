@@ -21,7 +21,9 @@ Both follow the one rule spelled out here, step for step, and both pass the shar
   pass ``line_chars`` characters (code points); a longer word gets a line of its own.
 - **Times** are whole milliseconds, ``floor(seconds * 1000 + 0.5)``, never negative; a
   cue ends at least 1 ms after it starts.
-- **Escape** per format: ``&``, ``<``, ``>`` as entities in WebVTT (text and voice);
+- **Escape** per format: ``&``, ``<``, ``>`` as entities in WebVTT (text and voice), and
+  a voice ending in ``-`` ends in ``&#45;`` instead, so that it never forms ``-->`` with the
+  tag's closing ``>``;
   ``-->`` (or longer arrows) becomes ``->`` in SRT and text, where lenient players read a
   line holding ``-->`` as a timing line.
 """
@@ -176,11 +178,16 @@ def _no_arrow(text: str) -> str:
     return _ARROW.sub("->", text)
 
 
+def _vtt_voice(name: str) -> str:
+    escaped = _vtt_escape(name)
+    return escaped[:-1] + "&#45;" if escaped.endswith("-") else escaped
+
+
 def to_vtt(events: Iterable[CaptionEvent]) -> str:
     """WebVTT with one voice span per cue line, naming the speaker."""
     blocks = ["WEBVTT"]
     for cue in cues(events):
-        voice = _vtt_escape(cue.speaker.display_name)
+        voice = _vtt_voice(cue.speaker.display_name)
         body = "\n".join(f"<v {voice}>{_vtt_escape(line)}</v>" for line in cue.lines)
         start, end = _span(cue)
         blocks.append(f"{_clock(start, '.')} --> {_clock(end, '.')}\n{body}")

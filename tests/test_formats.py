@@ -171,6 +171,7 @@ HOSTILE = st.text(alphabet=st.sampled_from(list("ab9:-> <&\r\n\t\u2028\u0085,0")
 
 @given(st.lists(st.tuples(HOSTILE, st.lists(HOSTILE, min_size=1, max_size=6)), max_size=4))
 @example([("Eve\r\n\r\n9\r\n00:00:00,000 --> 00:00:30,000\r\nHost: I approve", ["hi"])])
+@example([("--", ["0"])])  # a voice ending in "--" formed "-->" with the tag's ">"
 def test_hostile_names_and_words_never_forge_cues(finals: list[tuple[str, list[str]]]) -> None:
     events = [
         CaptionEvent(

@@ -126,12 +126,17 @@ function clock(ms, separator) {
 }
 
 const vttEscape = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+// A voice ending in "-" would form "-->" with the tag's ">": its last hyphen is a reference.
+const vttVoice = (name) => {
+  const escaped = vttEscape(name);
+  return escaped.endsWith("-") ? `${escaped.slice(0, -1)}&#45;` : escaped;
+};
 const noArrow = (text) => text.replace(ARROW, "->");
 
 export function toVtt(finals) {
   const blocks = ["WEBVTT"];
   for (const c of cues(finals)) {
-    const voice = vttEscape(c.name);
+    const voice = vttVoice(c.name);
     const body = c.lines.map((line) => `<v ${voice}>${vttEscape(line)}</v>`).join("\n");
     const [start, end] = span(c);
     blocks.push(`${clock(start, ".")} --> ${clock(end, ".")}\n${body}`);
