@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses: espeak-ng (extra voices), chromium + driver (browser tests),
 # postgresql, redis-server and haproxy (cluster tests and deploy/cluster.py start their own).
+# npm: test tools from npm (axe-core for the accessibility tests), pinned by tests/npm/package-lock.json
+# and installed into the git-ignored tests/npm/node_modules; the page never loads them from a CDN.
 # Installs only what is missing, and only when it can (root or sudo).
 set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+install_test_tools() {
+  [ -f "$root/tests/npm/node_modules/axe-core/axe.min.js" ] && return 0
+  command -v npm >/dev/null 2>&1 || { echo "warning: npm missing; accessibility tests will skip" >&2; return 0; }
+  npm ci --prefix "$root/tests/npm" --no-audit --no-fund --ignore-scripts >/dev/null
+}
+trap install_test_tools EXIT
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
