@@ -129,3 +129,69 @@ def test_axe_on_join_meeting_panels_dialog_and_left(
         page.click("[data-testid=leave]")
         page.wait_for_selector("[data-testid=error-screen]:not([hidden])")
         check_both_languages(page, "left")
+
+
+CAPTION_BOX = """() => {
+  const box = document.querySelector('[data-testid=captions]');
+  const r = box.getBoundingClientRect();
+  let shown = 0, total = 0;
+  for (let i = 1; i < 10; i++) for (let j = 1; j < 6; j++) {
+    const x = r.left + r.width * i / 10, y = r.top + r.height * j / 6;
+    total++;
+    const el = document.elementFromPoint(x, y);
+    if (el && box.contains(el)) shown++;
+  }
+  const dialog = document.querySelector('[data-testid=settings]');
+  const d = dialog.open ? dialog.getBoundingClientRect() : null;
+  const panel = document.querySelector('.panel:not([hidden])');
+  return { inside: r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth,
+           uncovered: shown / total,
+           lines: r.height / parseFloat(getComputedStyle(box).lineHeight),
+           dialogOverlaps: d !== null && d.bottom > r.top && d.top < r.bottom,
+           panelHeight: panel ? panel.getBoundingClientRect().height : null };
+}"""
+OPEN = {
+    "transcript": "[data-testid=transcript-toggle]",
+    "host": "[data-testid=host-toggle]",
+    "settings": "[data-testid=settings-open]",
+}
+
+
+@pytest.mark.parametrize(
+    ("zoom", "viewport"),
+    [(200, (640, 360)), (400, (320, 180)), (100, (390, 844))],
+    ids=["200%", "400%", "phone"],
+)
+def test_caption_box_stays_whole_at_zoom_with_every_panel(
+    playwright: Any, server: InProcessServer, zoom: int, viewport: tuple[int, int]
+) -> None:
+    """A 1280x720 window at 200 % / 400 % zoom (640x360 / 320x180 CSS px) and a phone,
+    English and French, nothing open or each panel open: the caption box is inside the
+    window, nothing is drawn over it, it keeps two lines or more; panels take the videos'
+    place."""
+    with browser_page(playwright, viewport=viewport) as page:
+        page.goto(link(server.url, "Zed", "host"))
+        page.wait_for_selector("[data-testid=join-screen]:not([hidden])")
+        page.click("[data-testid=join-button]")
+        page.wait_for_selector("[data-testid=captions-health][data-state=live]")
+        publish(server, zoom, "welcome back everyone to the weekly planning meeting")
+        page.wait_for_selector(f"[data-testid=captions] .caption-line[data-utterance='{zoom}']")
+        failures = []
+        for lang in LANGUAGES:
+            page.evaluate("async (l) => (await import('/static/i18n.js')).setLanguage(l)", lang)
+            for panel in (None, *OPEN):
+                if panel:
+                    page.evaluate(f"() => document.querySelector('{OPEN[panel]}').click()")
+                box = page.evaluate(CAPTION_BOX)
+                if panel:
+                    page.keyboard.press("Escape")
+                ok = box["inside"] and box["lines"] >= 2 - 0.01
+                if panel == "settings":
+                    ok = ok and not box["dialogOverlaps"]
+                else:
+                    ok = ok and box["uncovered"] == 1
+                if panel in ("transcript", "host"):
+                    ok = ok and box["panelHeight"] >= 40
+                if not ok:
+                    failures.append((lang, panel, box))
+        assert not failures, failures

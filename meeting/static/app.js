@@ -421,7 +421,11 @@ function enterMeeting() {
   const panel = new TranscriptPanel(role("transcript"), transcript, { colours, room: state.room });
   onLanguageChange(() => panel.render());
   bindToolbar();
-  bindSettingsForm(role("settings-form"), state.settings, () => applyViewerChoices());
+  bindSettingsForm(role("settings-form"), state.settings, () => {
+    applyViewerChoices();
+    placeSettings();
+  });
+  addEventListener("resize", placeSettings);
   setCaptionsVisible(state.settings.captionsVisible);
   if (state.grants.role === "host") setUpHost();
   startCaptions();
@@ -585,6 +589,7 @@ function bindToolbar() {
   role("host-close").addEventListener("click", () => togglePanel("host-panel", false));
   role("settings-open").addEventListener("click", () => {
     role("settings").showModal();
+    placeSettings();
     // Focus the current choice, not the first (unchecked) radio.
     role("settings-form").querySelector("input:checked")?.focus();
   });
@@ -626,6 +631,8 @@ function togglePanel(name, open) {
     role(toggle).setAttribute("aria-expanded", String(visible));
   }
   const toggles = PANEL_TOGGLES;
+  // The layout gives an open panel the videos' place on narrow screens (styles.css).
+  $("#meeting").dataset.panel = Object.keys(PANEL_TOGGLES).find((panel) => !role(panel).hidden) || "";
   if (show && name === "transcript") {
     // Open on the latest captions; the list follows new ones while it stays at the end.
     const list = role("transcript-list");
@@ -678,6 +685,18 @@ function setCaptionsVisible(visible) {
   // Hiding the visible captions does not silence screen readers: that is its own setting.
   applyViewerChoices();
   refreshLabels();
+}
+
+/** The settings dialog sits beside the caption band, never over it, so the viewer sees
+ * each choice take effect on the live captions. */
+function placeSettings() {
+  const dialog = role("settings");
+  if (!dialog.open) return;
+  const band = $("#captions-region").getBoundingClientRect();
+  const gap = 8;
+  const atTop = state.settings.position === "top";
+  dialog.style.marginTop = atTop ? `${Math.round(band.bottom + gap)}px` : `${gap}px`;
+  dialog.style.maxHeight = `${Math.max(0, Math.round((atTop ? innerHeight - band.bottom : band.top) - 2 * gap))}px`;
 }
 
 /** Settings that act on the meeting view: reading speed, announcements, shortcut key. */
