@@ -58,6 +58,7 @@ from captions.kyutai_protocol import (
 )
 from captions.runtime import EngineRunner, SpeechStream
 from common.exceptions import CapacityError, CaptionsError, ProtocolError
+from common.security_headers import security_headers
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +332,11 @@ def create_asr_app(
 ) -> web.Application:
     """A standalone application serving only the endpoint; it owns the engine's runner."""
     app = web.Application()
+
+    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(security_headers(request.host, tls=request.secure))
+
+    app.on_response_prepare.append(add_headers)
     runner = EngineRunner(engine, max_buffer_seconds=max_buffer_seconds)
     app[_RUNNER_KEY] = runner
     add_asr_routes(app, runner, api_keys, limits=limits)

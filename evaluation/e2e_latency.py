@@ -134,7 +134,7 @@ def measure_in_browser(timeline: Timeline, *, keep_dir: Path) -> dict[str, Any]:
         page.goto(f"{base}/room/{ROOM}#token={token}")
         page.wait_for_selector("[data-testid=join-screen]:not([hidden])")
         page.wait_for_function(
-            "document.querySelector('[data-testid=join-camera]').options.length > 0"
+            "() => document.querySelector('[data-testid=join-camera]').options.length > 0"
         )
         page.select_option("[data-testid=join-camera]", "")  # no video: less CPU
         page.click("[data-testid=join-button]")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, web, web_response
 
 from common.aio import bounded, cancel_and_wait, wait_ended
 from common.closecodes import CloseCode, close_code_for
@@ -30,6 +30,7 @@ from common.exceptions import (
     RoomFullError,
     TokenInvalidError,
 )
+from common.security_headers import SERVER_NAME, security_headers
 from sfu.peer import OUTBOX_MESSAGES, Peer
 from sfu.room import CaptionState, Room, Rooms
 from sfu.settings import Settings
@@ -355,6 +356,7 @@ def create_app(settings: Settings, *, language: str = "en") -> web.Application:
     if settings.ice_loopback:
         _offer_loopback_candidates()
     app = web.Application(client_max_size=settings.max_message_bytes)
+    install_security_headers(app)
     server = SfuServer(settings, language=language)
     app[SFU] = server
 
@@ -367,6 +369,18 @@ def create_app(settings: Settings, *, language: str = "en") -> web.Application:
     app.router.add_get("/ws", signalling)
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+def install_security_headers(app: web.Application) -> None:
+    """Every response of ``app`` gets :mod:`common.security_headers`."""
+    # aiohttp's own replies to unparsable requests bypass the hook; they name the product
+    # too, without a version.
+    web_response.SERVER_SOFTWARE = SERVER_NAME
+
+    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(security_headers(request.host, tls=request.secure))
+
+    app.on_response_prepare.append(add_headers)
 
 
 def _offer_loopback_candidates() -> None:

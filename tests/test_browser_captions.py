@@ -44,11 +44,19 @@ def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProces
         server.call(server.hub.captioner_attached, ROOM)
         server.call(server.hub.update_status, ROOM, SidecarStatus(languages=LANGS, language="en"))
         for page, name, role in ((host, "Hana", "host"), (guest, "Gil", "guest")):
+            page.add_init_script(CSP_WATCH)
             page.goto(link(server.url, name, role))
             page.wait_for_selector("[data-testid=join-screen]:not([hidden])")
             page.click("[data-testid=join-button]")
             page.wait_for_selector("[data-testid=captions-health][data-state=live]")
         yield server, host, guest
+
+
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation",
+  (e) => window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
 
 
 def publish(server: InProcessServer, event: CaptionEvent) -> None:
@@ -105,7 +113,7 @@ def test_host_chooses_the_language_everyone_is_told(meeting: Any) -> None:
     assert options == ["en", "fr"]
     host.select_option("[data-testid=host-language]", "fr")
     guest.wait_for_function(
-        "document.querySelector('[data-testid=notice]').textContent.includes('French')"
+        "() => document.querySelector('[data-testid=notice]').textContent.includes('French')"
     )
     assert "Hana" in guest.inner_text("[data-testid=notice]")
     host.keyboard.press("Escape")
@@ -117,7 +125,7 @@ def test_deleted_transcript_is_cleared(meeting: Any) -> None:
     assert guest.locator("[data-testid=transcript] .transcript-entry").count() >= 1
     server.call(server.hub.delete_transcript, ROOM, Person("hana", "Hana"))
     guest.wait_for_function(
-        "document.querySelectorAll('[data-testid=transcript] .transcript-entry').length === 0"
+        "() => document.querySelectorAll('[data-testid=transcript] .transcript-entry').length === 0"
     )
     guest.keyboard.press("Escape")
 
@@ -141,7 +149,7 @@ def test_hiding_captions_keeps_announcing_and_the_key_can_change_or_go(meeting: 
     assert guest.get_attribute(toggle, "aria-pressed") == "false"
     publish(server, final(10, "still read out"))
     guest.wait_for_function(
-        "document.querySelector('[data-testid=captions-log]').textContent"
+        "() => document.querySelector('[data-testid=captions-log]').textContent"
         ".includes('Carol: still read out')"
     )
     assert guest.is_hidden("[data-testid=captions]")
@@ -191,3 +199,21 @@ def test_skip_link_then_leave_and_join_again(meeting: Any) -> None:
     guest.wait_for_selector("[data-testid=join-screen]:not([hidden])")
     guest.click("[data-testid=join-button]")
     guest.wait_for_selector("[data-testid=meeting]:not([hidden])")
+
+
+def test_the_page_runs_under_its_strict_csp_and_warns_the_host_when_not_saving(
+    meeting: Any,
+) -> None:
+    """Issue 10: a strict CSP the page satisfies (the server sends it on every response:
+    tests/test_security_headers.py), and "Transcript not being saved" for the host only."""
+    server, host, guest = meeting
+    assert server.hub is not None
+    server.call(server.hub._set_saving, False)
+    host.wait_for_selector("[data-testid=saving-warning]:not([hidden])")
+    assert "not being saved" in host.inner_text("[data-testid=saving-warning]")
+    guest.wait_for_timeout(300)
+    assert guest.locator("[data-testid=saving-warning]").is_hidden()
+    server.call(server.hub._set_saving, True)
+    host.wait_for_selector("[data-testid=saving-warning]", state="hidden")
+    for page in (host, guest):
+        assert page.evaluate("window.__cspViolations") == []

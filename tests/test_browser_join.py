@@ -52,7 +52,7 @@ def open_join_screen(page: Any, url: str) -> None:
 def join(page: Any) -> None:
     if page.is_visible("[data-testid=join-camera]"):
         page.wait_for_function(
-            "document.querySelector('[data-testid=join-camera]').options.length > 0"
+            "() => document.querySelector('[data-testid=join-camera]').options.length > 0"
         )
         page.select_option("[data-testid=join-camera]", "")
     page.click("[data-testid=join-button]")
@@ -75,16 +75,17 @@ def test_join_screen_preview_devices_and_name(playwright: Any, base: str, voice:
         open_join_screen(page, link(base, "Alice", "host"))
         assert page.input_value("[data-testid=join-name]") == "Alice"
         page.wait_for_function(
-            "document.querySelector('[data-testid=join-mic]').options.length > 1"
+            "() => document.querySelector('[data-testid=join-mic]').options.length > 1"
         )
         mics = page.eval_on_selector_all(
             "[data-testid=join-mic] option", "options => options.map(o => o.value)"
         )
         assert len(mics) >= 2 and "" in mics  # the fake device and "no microphone"
         page.wait_for_function(
-            "document.querySelector('[data-role=preview]').srcObject?.getVideoTracks().length === 1"
+            "() => document.querySelector('[data-role=preview]')"
+            ".srcObject?.getVideoTracks().length === 1"
         )
-        page.wait_for_function("document.querySelector('#join-level').value > 0.05")
+        page.wait_for_function("() => document.querySelector('#join-level').value > 0.05")
         # The name is the one signed into the link (the SFU shows everyone that one).
         assert page.get_attribute("[data-testid=join-name]", "readonly") is not None
 
@@ -124,15 +125,17 @@ def test_meeting_tiles_speaker_mute_keyboard_and_leave(
         join(alice)
         open_join_screen(bob, link(base, "Bob", "guest"))
         join(bob)
-        alice.wait_for_function("document.querySelectorAll('[data-testid=tile]').length === 2")
-        bob.wait_for_function("document.querySelectorAll('[data-testid=tile]').length === 2")
+        alice.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=tile]').length === 2"
+        )
+        bob.wait_for_function("() => document.querySelectorAll('[data-testid=tile]').length === 2")
         assert set(tiles(bob)) == {"Alice", "Bob"}
         assert "(you)" in tiles(alice)["Alice"]["label"]
         # Alice's fake microphone speaks: Bob sees her tile highlighted.
         bob.wait_for_selector("[data-testid=tile][data-name=Alice][data-speaking=true]")
         alice.click("[data-testid=mute-toggle]")
         bob.wait_for_function(
-            "document.querySelector('[data-testid=tile][data-name=Alice] .tile-muted')"
+            "() => document.querySelector('[data-testid=tile][data-name=Alice] .tile-muted')"
             ".textContent.includes('muted')"
         )
         bob.wait_for_timeout(1500)
@@ -166,7 +169,9 @@ def test_meeting_tiles_speaker_mute_keyboard_and_leave(
 
         bob.click("[data-testid=leave]")
         bob.wait_for_selector("[data-testid=error-screen]:not([hidden])")
-        alice.wait_for_function("document.querySelectorAll('[data-testid=tile]').length === 1")
+        alice.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=tile]').length === 1"
+        )
 
 
 def test_lost_connection_is_announced(playwright: Any, tmp_path: Path) -> None:
@@ -203,7 +208,7 @@ def test_join_right_after_a_device_change_keeps_the_microphone(
         alice.add_init_script(SLOW_SECOND_GET_USER_MEDIA)
         open_join_screen(alice, link(base, "Alice", "host"))
         alice.wait_for_function(
-            "document.querySelector('[data-testid=join-camera]').options.length > 0"
+            "() => document.querySelector('[data-testid=join-camera]').options.length > 0"
         )
         alice.select_option("[data-testid=join-camera]", "")  # restarts the preview, slowly
         alice.click("[data-testid=join-button]")

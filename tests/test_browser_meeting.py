@@ -59,7 +59,7 @@ def join(page: Any, url: str, *, camera: bool = False) -> None:
     page.wait_for_selector("[data-testid=join-screen]:not([hidden])")
     if not camera and page.is_visible("[data-testid=join-camera]"):
         page.wait_for_function(
-            "document.querySelector('[data-testid=join-camera]').options.length > 0"
+            "() => document.querySelector('[data-testid=join-camera]').options.length > 0"
         )
         page.select_option("[data-testid=join-camera]", "")
     page.click("[data-testid=join-button]")
