@@ -71,6 +71,26 @@ def register(subparsers: Any) -> None:
         metavar="KEY",
         help="also serve Kyutai's /api/asr-streaming with this API key (repeatable)",
     )
+    limits = parser.add_argument_group("limits (see docs/security.md)")
+    limits.add_argument(
+        "--max-connections", type=int, help="open connections in all (default: 2048; then 503)"
+    )
+    limits.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        help="open connections from one IP address (default: 256; then 429)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time to send a request head (default: 10; then 408)",
+    )
+    limits.add_argument(
+        "--max-participants-per-room",
+        type=int,
+        help="participants of one room (default: 100; then close 4429)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log more")
     add_engine_arguments(parser)
     parser.set_defaults(func=run)
@@ -86,6 +106,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_self_signed=args.tls_self_signed or None,
+        max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
+        header_timeout_seconds=args.header_timeout,
+        max_participants_per_room=args.max_participants_per_room,
     )
 
 

@@ -27,6 +27,7 @@ from common.exceptions import (
     AuthError,
     ForbiddenError,
     ProtocolError,
+    RoomFullError,
     StoreUnavailableError,
     TokenMissingError,
     UnknownFormatError,
@@ -66,6 +67,8 @@ class CaptionsApiLimits:
     close_timeout_seconds: float = 2.0
     # A client whose socket takes nothing for this long is dropped (see _send_loop).
     send_timeout_seconds: float = 10.0
+    max_sockets_per_room: int = 500
+    """/captions sockets of one room; beyond, 4429 (room_full)."""
     max_pending_writes: int = 1000
     """Finals of one publisher waiting for the store; beyond, a final is still fanned out
     live but answered ``not_saved`` (the publisher keeps it and sends it again later),
@@ -117,6 +120,9 @@ class CaptionsApi:
         await ws.prepare(request)
         grants = await self._authenticate(ws, request, first_message=True)
         if grants is None:
+            return ws
+        if self.hub.subscribers(grants.room) >= self.limits.max_sockets_per_room:
+            await self._refuse(ws, RoomFullError("too many caption sockets in this room"))
             return ws
         hello = Hello(
             room=grants.room,

@@ -39,6 +39,7 @@ from meeting.ops import NodeCollector, add_ops_routes, caption_latency_histogram
 from meeting.page import add_page_routes
 from meeting.sidecar import Sidecar
 from meeting.store import SQLITE_FILE, open_store
+from sfu.connections import ConnectionGuard, ConnectionLimits, GuardedTCPSite
 from sfu.room import Room
 from sfu.server import SFU, create_app
 from sfu.settings import Settings, SettingsError
@@ -120,8 +121,19 @@ class Meeting:
         await self.store.open()
         self._web = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._web.setup()
-        public = web.TCPSite(
-            self._web, self.settings.host, self.settings.port, ssl_context=self._ssl_context()
+        self.connections = ConnectionGuard(
+            ConnectionLimits(
+                max_total=self.settings.max_connections,
+                max_per_address=self.settings.max_connections_per_address,
+                header_timeout_seconds=self.settings.header_timeout_seconds,
+            )
+        )
+        public = GuardedTCPSite(
+            self._web,
+            self.settings.host,
+            self.settings.port,
+            ssl_context=self._ssl_context(),
+            guard=self.connections,
         )
         await public.start()
         self.port = _bound_port(public)

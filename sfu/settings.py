@@ -50,6 +50,12 @@ class Settings:
     """Largest signalling message accepted (subscriber answers grow with the room)."""
     max_participants_per_room: int = 100
     join_timeout_seconds: float = JOIN_TIMEOUT_SECONDS
+    max_connections: int = 2048
+    """Open TCP connections in all; beyond, HTTP 503 (``sfu.connections``)."""
+    max_connections_per_address: int = 256
+    """Open TCP connections from one IP address; beyond, HTTP 429."""
+    header_timeout_seconds: float = 10.0
+    """Time a new connection has to send its first request head; else 408, closed."""
     """A signalling socket must have joined within this time of connecting (4408)."""
     ice_loopback: bool = True
     """Also offer 127.0.0.1 ICE candidates (aioice leaves loopback out by default)."""
@@ -84,6 +90,10 @@ class Settings:
             raise SettingsError("--tls-cert and --tls-key go together")
         if self.tls_self_signed and self.tls_cert is not None:
             raise SettingsError("use either --tls-self-signed or --tls-cert/--tls-key")
+        if min(self.max_connections, self.max_connections_per_address) < 1:
+            raise SettingsError("connection limits must be at least 1")
+        if not self.header_timeout_seconds > 0:
+            raise SettingsError("the header timeout must be positive")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port {self.port} is out of range")
         if self.secret_override is not None and len(self.secret_override) < MIN_SECRET_CHARS:
