@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from captions.asr_server import ASR_STREAMING_PATH
@@ -59,6 +60,17 @@ def register(subparsers: Any) -> None:
         " every node of a cluster (default: SQLite in the data directory)",
     )
     add_metrics_token_argument(parser)
+    cluster = parser.add_argument_group("cluster (docs/scaling.md)")
+    cluster.add_argument(
+        "--redis",
+        metavar="URL",
+        help="join a cluster: register in the room directory at redis://host:port/db",
+    )
+    cluster.add_argument("--node-id", help="this node's id in the cluster (default: host-pid)")
+    cluster.add_argument(
+        "--public-url",
+        help="how the entry point reaches this node (default: the --base-url or listen URL)",
+    )
     parser.add_argument(
         "--no-sidecar",
         action="store_true",
@@ -148,9 +160,15 @@ async def serve(settings: Settings, engine: Any, args: argparse.Namespace) -> No
         embedded_sidecar=not args.no_sidecar,
         database_url=args.database_url,
         metrics_token=args.metrics_token,
+        redis_url=args.redis,
+        node_id=args.node_id,
     )
+    if args.public_url and meeting.directory is not None:
+        meeting.directory.node = replace(meeting.directory.node, url=args.public_url)
     stop = asyncio.Event()
     on_stop_signals(stop.set)
+    with contextlib.suppress(NotImplementedError):  # SIGUSR1 drains (docs/scaling.md)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, meeting.drain)
     await meeting.start()
     try:
         links = meeting.links()

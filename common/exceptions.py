@@ -18,6 +18,7 @@ Hierarchy::
     │   ├── StoreUnavailableError     the transcript database (SQLite file, PostgreSQL)
     │   └── DirectoryUnavailableError the room directory (Redis)
     ├── PlacementError           no live node can take a room (all draining or none alive)
+    ├── StoreRejectedError       the transcript database refused a record for good (not retried)
     ├── ManifestError            an evaluation manifest line cannot be used (names the line)
     ├── UnknownFormatError       no transcript format of that name
     ├── ProtocolError            a peer sent something the protocol forbids
@@ -95,6 +96,10 @@ class StoreUnavailableError(ServiceUnavailableError):
 
 class DirectoryUnavailableError(ServiceUnavailableError):
     """The room directory (Redis) cannot be reached."""
+
+
+class StoreRejectedError(CaptionsError):
+    """The transcript database refused a record (its data, not its availability)."""
 
 
 class PlacementError(CaptionsError):

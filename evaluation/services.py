@@ -63,6 +63,25 @@ def missing_services() -> list[str]:
     return missing
 
 
+def terminate(process: subprocess.Popen[bytes] | None, *, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def kill(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL: the process dies as a crashed machine would, flushing nothing."""
+    if process is not None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+
 class _Service:
     def __enter__(self) -> Self:
         self.start()
@@ -107,22 +126,13 @@ class _Process(_Service):
 
     def stop(self) -> None:
         """Terminates the process (SIGTERM, then SIGKILL after 10 s)."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        terminate(self.process, timeout=10)
         self.process = None
 
     def kill(self) -> None:
         """Dies at once (SIGKILL), like a crashed machine."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-            self.process = None
+        kill(self.process)
+        self.process = None
 
     def log(self) -> str:
         return (self.directory / "log").read_text(errors="replace")

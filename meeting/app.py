@@ -16,13 +16,14 @@ server closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import ipaddress
 import logging
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,13 @@ from captions.asr_server import add_asr_routes
 from captions.metrics import EngineCollector
 from captions.runtime import EngineRunner
 from common.aio import bounded, wait_ended
-from common.exceptions import PlacementError
+from common.exceptions import DirectoryUnavailableError, PlacementError
 from meeting.api import install_captions_api
+from meeting.directory import NodeLoad, RoomDirectory, default_node_id
 from meeting.hub import CaptionHub
-from meeting.ops import NodeCollector, add_ops_routes, caption_latency_histogram
+from meeting.ops import NodeCollector, ReadyCheck, add_ops_routes, caption_latency_histogram
 from meeting.page import add_page_routes
+from meeting.placement import Placement
 from meeting.sidecar import Sidecar
 from meeting.store import SQLITE_FILE, open_store
 from sfu.connections import ConnectionGuard, ConnectionLimits, GuardedTCPSite
@@ -77,6 +80,9 @@ class Meeting:
         asr_api_keys: Sequence[str] = (),
         database_url: str | None = None,
         metrics_token: str | None = None,
+        redis_url: str | None = None,
+        node_id: str | None = None,
+        heartbeat_seconds: float = 1.0,
     ) -> None:
         self.settings = settings
         self.runner = runner
@@ -91,13 +97,27 @@ class Meeting:
         )
         self.draining = False
         """Set by drain(): no new rooms come here; live rooms finish."""
+        self.directory: RoomDirectory | None = None
+        checks: dict[str, ReadyCheck] = {"store": self.store.ping, "draining": self._not_draining}
+        if redis_url:
+            self.directory = RoomDirectory(
+                redis_url,
+                node_id or default_node_id(),
+                settings.public_base_url or "",
+                load=self._load,
+                live_rooms=lambda: [room.name for room in self.app[SFU].rooms],
+                heartbeat_seconds=heartbeat_seconds,
+                ttl_seconds=3 * heartbeat_seconds,
+            )
+            Placement(self.directory, self.secret).install(self.app, self.app[SFU])
+            checks["directory"] = self.directory.ping
         self.ops = add_ops_routes(
             self.app,
             [
                 NodeCollector(self.app[SFU], self.hub, draining=lambda: self.draining),
                 EngineCollector(runner),
             ],
-            {"store": self.store.ping, "draining": self._not_draining},
+            checks,
             metrics_token=metrics_token,
         )
         caption_latency_histogram(self.ops.registry, self.hub)
@@ -140,9 +160,29 @@ class Meeting:
         internal = web.TCPSite(self._web, "127.0.0.1", 0)
         await internal.start()
         self.internal_url = f"http://127.0.0.1:{_bound_port(internal)}"
+        if self.directory is not None:
+            if not self.directory.node.url:
+                self.directory.node = replace(self.directory.node, url=self.base_url)
+            await self.directory.start()
+
+    def drain(self) -> None:
+        """No new rooms come to this node (readiness fails, placement skips it); the rooms
+        it holds go on until they end."""
+        self.draining = True
+        if self.directory is not None:
+            self.directory.draining = True
+
+    def _load(self) -> NodeLoad:
+        rooms = list(self.app[SFU].rooms)
+        participants = sum(1 for r in rooms for p in r.peers.values() if not p.grants.hidden)
+        return NodeLoad(len(rooms), participants, self.runner.active_streams)
 
     async def stop(self) -> None:
         """Flushes every sidecar's streams into the store, then closes the server."""
+        if self.directory is not None:
+            self.drain()
+            with contextlib.suppress(DirectoryUnavailableError):
+                await self.directory.heartbeat()  # no new rooms while stopping
         await asyncio.gather(
             *(self._stop_sidecar(room) for room in list(self.sidecars)),
             *self._stopping,
@@ -154,6 +194,8 @@ class Meeting:
         await bounded(self.runner.aclose(), timeout=RUNNER_STOP_SECONDS, what="engine shutdown")
         await self.hub.aclose()
         await self.store.aclose()
+        if self.directory is not None:
+            await self.directory.aclose()
 
     @property
     def base_url(self) -> str:

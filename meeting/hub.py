@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from captions.events import CaptionEvent
-from common.exceptions import StoreUnavailableError
+from common.exceptions import StoreRejectedError, StoreUnavailableError
 from meeting.protocol import (
     Backlog,
     Caption,
@@ -324,6 +324,10 @@ class CaptionHub:
                         room, event, stream=stream, stream_started_at=stream_started_at
                     )
                     self._store_worked()
+                    return
+                except StoreRejectedError as exc:  # retrying would block the writes behind it
+                    self.store_failures += 1
+                    log.error("a final of %s cannot be stored, dropped: %s", room, exc)
                     return
                 except StoreUnavailableError as exc:
                     self._store_failed(f"storing a final of {room}", exc)

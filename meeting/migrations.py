@@ -53,6 +53,7 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         "index for retention scans",
         ("CREATE INDEX IF NOT EXISTS rooms_last_activity ON rooms (last_activity)",),
     ),
+    Migration(3, "utterance numbers are 64-bit (SQLite integers already are)", ()),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -86,6 +87,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         2,
         "index for retention scans",
         ("CREATE INDEX IF NOT EXISTS rooms_last_activity ON rooms (last_activity)",),
+    ),
+    Migration(
+        3,
+        "utterance numbers are 64-bit (meeting sidecars number them from a millisecond time)",
+        ("ALTER TABLE captions ALTER COLUMN utterance TYPE BIGINT",),
     ),
 )
 

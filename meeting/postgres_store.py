@@ -23,7 +23,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from captions.events import CaptionEvent
-from common.exceptions import StoreUnavailableError
+from common.exceptions import StoreRejectedError, StoreUnavailableError
 from meeting.migrations import POSTGRES_MIGRATIONS, Migration
 from meeting.store import (
     DEFAULT_ORPHAN_AFTER_HOURS,
@@ -100,6 +100,8 @@ class PostgresTranscriptStore(TranscriptStore):
             async with self._pool.connection() as conn:
                 cur = await conn.execute(sql, params)
                 return await cur.fetchall() if cur.description is not None else []
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise StoreRejectedError(f"PostgreSQL refused it: {exc}") from exc
         except (PoolTimeout, psycopg.Error) as exc:
             raise StoreUnavailableError(f"PostgreSQL: {exc}") from exc
 

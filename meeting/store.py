@@ -27,8 +27,8 @@ Every method is a coroutine: the SQLite one runs its statements inline (they tak
 microseconds on a local file and writes are finals only); the PostgreSQL one awaits a
 connection pool and never blocks the event loop. Both raise
 :class:`~common.exceptions.StoreUnavailableError` when the database cannot be reached or
-fails; callers decide whether to retry (the hub retries writes, see
-:mod:`meeting.hub`).
+fails (worth retrying: the hub retries writes, see :mod:`meeting.hub`), and
+:class:`~common.exceptions.StoreRejectedError` when it refuses a record for good.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from captions.events import CaptionEvent, Speaker, Word
-from common.exceptions import StoreUnavailableError
+from common.exceptions import StoreRejectedError, StoreUnavailableError
 from meeting.migrations import SQLITE_MIGRATIONS, Migration
 
 DEFAULT_ORPHAN_AFTER_HOURS = 1.0
@@ -173,6 +173,8 @@ class SqliteTranscriptStore(TranscriptStore):
     def _run(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, params)
+        except (sqlite3.IntegrityError, sqlite3.DataError, OverflowError) as exc:
+            raise StoreRejectedError(f"transcript store refused it: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"transcript store: {exc}") from exc
 

@@ -75,6 +75,16 @@ async def test_transcript_puts_streams_on_one_timeline(opener: Opener) -> None:
     assert abs(events[1].words[0].start - 9.0) < 1e-6
 
 
+async def test_meeting_utterance_numbers_are_64_bit(opener: Opener) -> None:
+    store = await opener()
+    utterance = 1_764_460_800_000 + 7  # the sidecar numbers from the stream's millisecond
+    assert await store.append(
+        "r", final(ALICE, utterance, ("hi", 0, 1)), stream="a", stream_started_at=0
+    )
+    (back,) = await store.transcript("r")
+    assert back.utterance == utterance
+
+
 async def test_recent_is_bounded_and_oldest_first(opener: Opener) -> None:
     store = await opener()
     for i in range(10):
