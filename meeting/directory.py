@@ -9,6 +9,11 @@ Keys (``prefix`` = ``captions`` by default):
 - ``{prefix}:room:{room}``: the id of the node that holds the room.
 - ``{prefix}:rooms-of:{id}``: the set of rooms placed on a node (its load for placement,
   exact at once, unlike the heartbeat's).
+- ``{prefix}:since``: when this Redis first saw a heartbeat. For one heartbeat TTL after
+  that (a Redis restarted empty), rooms without a live owner are not placed yet
+  (:class:`~common.exceptions.DirectoryUnavailableError`, the lookup answers 503 and the
+  client asks again): the live nodes re-claim their rooms first, so a live room never
+  ends up on two nodes.
 
 Placement (:meth:`RoomDirectory.place`, one Lua script, so atomic in Redis): the room's
 owner if it is live; else the room is set (first caller wins, as ``SET NX``) to the
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -40,14 +46,21 @@ from common.exceptions import DirectoryUnavailableError, PlacementError
 
 log = logging.getLogger(__name__)
 
-# KEYS: room key. ARGV: node key prefix, rooms-of prefix, room, candidate node ids in
-# order of preference. Returns the owner, or nil when no candidate is live.
+# KEYS: room key, "since" key. ARGV: node key prefix, rooms-of prefix, room, warm-up
+# seconds, candidate node ids in order of preference. Returns the owner; "" while the
+# directory is younger than the warm-up (live nodes have not all re-claimed their rooms
+# yet); nil when no candidate is live.
 _PLACE = """
 local owner = redis.call('GET', KEYS[1])
 if owner and redis.call('EXISTS', ARGV[1] .. owner) == 1 then
   return owner
 end
-for i = 4, #ARGV do
+local now = tonumber(redis.call('TIME')[1])
+local since = tonumber(redis.call('GET', KEYS[2]) or now)
+if now - since < tonumber(ARGV[4]) then
+  return ''
+end
+for i = 5, #ARGV do
   if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 1 then
     if owner then redis.call('SREM', ARGV[2] .. owner, ARGV[3]) end
     redis.call('SET', KEYS[1], ARGV[i])
@@ -56,6 +69,14 @@ for i = 4, #ARGV do
   end
 end
 return false
+"""
+
+# KEYS: "since" key. Records when this Redis first saw a heartbeat (its clock, seconds).
+_MARK_SINCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], redis.call('TIME')[1])
+end
+return 1
 """
 
 # KEYS: room key, rooms-of key of this node. ARGV: node id, room.
@@ -125,6 +146,7 @@ class RoomDirectory:
         )
         self._place = self._redis.register_script(_PLACE)
         self._release = self._redis.register_script(_RELEASE)
+        self._mark_since = self._redis.register_script(_MARK_SINCE)
         self._task: asyncio.Task[None] | None = None
         self._cpu_mark = (time.monotonic(), time.process_time())
 
@@ -138,6 +160,9 @@ class RoomDirectory:
 
     def _rooms_of(self, node_id: str = "") -> str:
         return f"{self.prefix}:rooms-of:{node_id}"
+
+    def _since_key(self) -> str:
+        return f"{self.prefix}:since"
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -181,7 +206,8 @@ class RoomDirectory:
             draining=self.draining,
         )
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            # One transaction: the node becomes live together with the claims of its rooms.
+            async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(
                     self._node_key(self.node.id),
                     json.dumps(asdict(info)),
@@ -191,6 +217,7 @@ class RoomDirectory:
                     pipe.set(self._room_key(room), self.node.id, nx=True)
                     pipe.sadd(self._rooms_of(self.node.id), room)
                 await pipe.execute()
+            await self._mark_since(keys=[self._since_key()])
         except (RedisError, OSError) as exc:
             raise DirectoryUnavailableError(f"Redis: {exc}") from exc
 
@@ -224,11 +251,19 @@ class RoomDirectory:
         candidates = [n.id for n in nodes if not n.draining]
         try:
             owner = await self._place(
-                keys=[self._room_key(room)],
-                args=[self._node_key(), self._rooms_of(), room, *candidates],
+                keys=[self._room_key(room), self._since_key()],
+                args=[
+                    self._node_key(),
+                    self._rooms_of(),
+                    room,
+                    math.ceil(self.ttl_seconds) + 1,
+                    *candidates,
+                ],
             )
         except (RedisError, OSError) as exc:
             raise DirectoryUnavailableError(f"Redis: {exc}") from exc
+        if owner == "":
+            raise DirectoryUnavailableError("the directory is warming up after a restart")
         if not owner:
             raise PlacementError("no live node takes new rooms")
         return by_id.get(owner) or NodeInfo(owner, "")
@@ -244,8 +279,8 @@ class RoomDirectory:
         """Records ``room`` as this node's unless a live node holds it; returns the owner."""
         try:
             owner = await self._place(
-                keys=[self._room_key(room)],
-                args=[self._node_key(), self._rooms_of(), room, self.node.id],
+                keys=[self._room_key(room), self._since_key()],
+                args=[self._node_key(), self._rooms_of(), room, 0, self.node.id],
             )
         except (RedisError, OSError) as exc:
             raise DirectoryUnavailableError(f"Redis: {exc}") from exc

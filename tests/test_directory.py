@@ -1,0 +1,104 @@
+"""The room directory on a real Redis: placement, takeover from a dead node, draining,
+release, and a Redis restart (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from common.exceptions import DirectoryUnavailableError, PlacementError
+from evaluation.services import RedisServer
+from meeting.directory import NodeLoad, RoomDirectory
+from tests.conftest import require_services
+
+HEARTBEAT, TTL = 0.2, 0.6
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    require_services("redis-server")
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def nodes(redis_server: RedisServer) -> AsyncIterator[dict[str, RoomDirectory]]:
+    live: dict[str, set[str]] = {"a": set(), "b": set()}
+    made = {
+        name: RoomDirectory(
+            redis_server.url,
+            name,
+            f"http://{name}",
+            load=lambda n=name: NodeLoad(rooms=len(live[n])),  # type: ignore[misc]
+            live_rooms=lambda n=name: live[n],  # type: ignore[misc]
+            heartbeat_seconds=HEARTBEAT,
+            ttl_seconds=TTL,
+        )
+        for name in live
+    }
+    for directory in made.values():
+        await directory.start()
+    await asyncio.sleep(2)  # the warm-up of a fresh directory (ceil(TTL) + 1 s)
+    yield made
+    for directory in made.values():
+        await directory.aclose()
+
+
+async def test_rooms_go_to_the_least_loaded_node_and_stay(nodes: dict[str, RoomDirectory]) -> None:
+    a = nodes["a"]
+    first = await a.place("r1")
+    second = await a.place("r2")
+    assert {first.id, second.id} == {"a", "b"}
+    assert (await nodes["b"].place("r1")).id == first.id  # it stays, asked from anywhere
+    # Concurrent first joins of one room agree on one node.
+    placed = await asyncio.gather(*(nodes[n].place("r3") for n in ("a", "b", "a", "b")))
+    assert len({p.id for p in placed}) == 1
+
+
+async def test_a_dead_nodes_rooms_move_and_a_draining_node_gets_none(
+    nodes: dict[str, RoomDirectory],
+) -> None:
+    a, b = nodes["a"], nodes["b"]
+    b.draining = True
+    await b.heartbeat()
+    assert (await a.place("x")).id == "a" and (await a.place("y")).id == "a"
+    b.draining = False
+    await b.heartbeat()
+    await a.aclose(deregister=False)  # dies: no heartbeat any more, nothing cleaned up
+    assert (await b.place("x")).id == "a"  # the heartbeat has not expired yet
+    await asyncio.sleep(TTL + 0.3)
+    assert (await b.place("x")).id == "b"
+    assert (await b.owner("x")) == "b"
+    b.draining = True
+    await b.heartbeat()
+    with pytest.raises(PlacementError):
+        await b.place("new")
+    await b.release("x")
+    assert await b.owner("x") is None
+
+
+async def test_after_a_redis_restart_live_rooms_stay_on_their_node(
+    redis_server: RedisServer, nodes: dict[str, RoomDirectory]
+) -> None:
+    a, b = nodes["a"], nodes["b"]
+    room = "live"
+    owner = await a.place(room)
+    holder = nodes[owner.id]
+    holder.live_rooms = lambda: {room}  # type: ignore[method-assign]
+    redis_server.stop()
+    with pytest.raises(DirectoryUnavailableError):
+        await a.ping()
+    redis_server.start()  # empty
+    # A lookup at once is refused until the nodes had time to re-claim...
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        try:
+            placed = await b.place(room)
+            break
+        except DirectoryUnavailableError:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+    # ...so the room is found where it lives.
+    assert placed.id == owner.id
