@@ -6,8 +6,11 @@ sentences, two rooms of two speakers, one room for the node-death test."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -176,3 +179,54 @@ async def test_redis_restart_mid_meeting(cluster: LocalCluster) -> None:
         await bot.stop()
         await viewer.stop()
     assert set(viewer.nodes) == {node.id}  # nobody had to move
+
+
+@pytest.mark.browser
+def test_a_page_follows_its_room_after_its_node_dies(cluster: LocalCluster) -> None:
+    """Chromium joins through the entry point; its node is killed; the page reconnects
+    through the entry point to the surviving node and captions resume there."""
+    from tests.browser import browser_page, chromium_playwright
+    from tests.test_browser_meeting import final_text, join, speech_file
+
+    room = "epsilon"
+    wav = speech_file(["Please remember to send the quarterly report today."], "piper")
+    url = f"{cluster.entry}/room/{room}#token={token(cluster, room, 'Alice')}"
+
+    def finals(page: Any) -> int:
+        return len(final_text(page, "Alice").split())
+
+    with chromium_playwright() as playwright, browser_page(playwright, fake_audio=wav) as page:
+        join(page, url)
+        page.wait_for_function(
+            "() => (window.__captionRecorder.order || []).some("
+            "k => window.__captionRecorder.lines[k].final)",
+            timeout=180_000,
+        )
+        where = _lookup(cluster, room)
+        before = finals(page)
+        killed_at = time.monotonic()
+        cluster.node(where).kill()
+        deadline = killed_at + 150
+        while finals(page) <= before:
+            assert time.monotonic() < deadline, "no caption after the node died"
+            page.wait_for_timeout(200)
+        gap = time.monotonic() - killed_at
+        print(f"browser: first new caption {gap:.1f} s after kill -9 of {where}")
+        assert _lookup(cluster, room) != where
+
+
+def _lookup(cluster: LocalCluster, room: str) -> str:
+    """The room's node, asked of the entry point (a blocking call: Playwright's sync API
+    owns this thread's event loop)."""
+    request = urllib.request.Request(
+        f"{cluster.entry}/rooms/{room}/node",
+        headers={"Authorization": f"Bearer {token(cluster, room, 'x')}"},
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return str(json.load(resp)["node"])
+        except OSError:
+            assert time.monotonic() < deadline, "no node answers"
+            time.sleep(0.2)

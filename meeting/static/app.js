@@ -5,6 +5,7 @@
 
 import { CaptionOverlay, SpeakerColours } from "./captions.js";
 import { CaptionSocket } from "./captionsocket.js";
+import { nodeQuery } from "./nodes.js";
 import { ReconnectPolicy, sleep } from "./reconnect.js";
 import { CloseCode, closeError, FATAL } from "./closecodes.js";
 import { detectLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
@@ -319,7 +320,7 @@ async function join() {
 async function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const connection = new MeetingConnection({
-    url: `${scheme}://${location.host}/ws`,
+    url: `${scheme}://${location.host}/ws${await nodeQuery(state.room, state.token)}`,
     token: state.token,
     room: state.room,
     name: state.displayName,
@@ -724,7 +725,10 @@ function leaveMeeting({ silent = false } = {}) {
 
 function startCaptions() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new CaptionSocket({ url: `${scheme}://${location.host}/captions`, token: state.token });
+  const socket = new CaptionSocket({
+    url: async () => `${scheme}://${location.host}/captions${await nodeQuery(state.room, state.token)}`,
+    token: state.token,
+  });
   state.captionSocket = socket;
   socket.addEventListener("state", (e) => {
     state.socketState = e.detail.state;

@@ -12,6 +12,8 @@ import { ReconnectPolicy } from "./reconnect.js";
 const PING_MS = 20000;
 
 export class CaptionSocket extends EventTarget {
+  // `url`: the socket's URL, or an async function giving it anew for every connection
+  // (in a cluster the room's node may change between two connections).
   constructor({ url, token }) {
     super();
     this.url = url;
@@ -32,9 +34,19 @@ export class CaptionSocket extends EventTarget {
     this.open();
   }
 
-  open() {
+  async open() {
     this.emit("state", { state: "connecting" });
-    const ws = new WebSocket(this.url);
+    let url = this.url;
+    if (typeof url === "function") {
+      try {
+        url = await url();
+      } catch {
+        if (!this.stopped) this.retryTimer = setTimeout(() => this.open(), this.backoff.next());
+        return;
+      }
+    }
+    if (this.stopped) return;
+    const ws = new WebSocket(url);
     this.ws = ws;
     ws.addEventListener("open", () => {
       ws.send(JSON.stringify({ type: "auth", token: this.token }));
