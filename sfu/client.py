@@ -59,6 +59,7 @@ from common.aio import bounded, cancel_and_wait
 from common.exceptions import AuthError, CaptionsError, ProtocolError
 from sfu.contrib.media import PacedPacketTrack
 from sfu.forwarding import EncodedFrameReceiver, EncodedTrack, receive_encoded
+from sfu.peer import new_peer_connection
 from sfu.signalling import encode, parse_server_message
 
 EVENT_QUEUE = 1000
@@ -236,7 +237,7 @@ class SfuClient:
         must yield packets of that codec, since nothing is transcoded.
         """
         if self.publisher_pc is None:
-            self.publisher_pc = RTCPeerConnection()
+            self.publisher_pc = new_peer_connection()
         pc = self.publisher_pc
         for kind, track in (("audio", audio), ("video", video)):
             if track is None:
@@ -414,7 +415,7 @@ class SfuClient:
     async def _on_subscriber_offer(self, message: dict[str, Any]) -> None:
         async with self._subscriber_lock:
             if self.subscriber_pc is None:
-                self.subscriber_pc = RTCPeerConnection()
+                self.subscriber_pc = new_peer_connection()
                 self.subscriber_pc.on("track", self._new_remote_tracks.append)
             pc = self.subscriber_pc
             described = {t["mid"]: t for t in message.get("tracks", [])}

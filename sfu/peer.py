@@ -15,7 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
@@ -39,6 +44,17 @@ class Subscription:
     transceiver: RTCRtpTransceiver
     track: EncodedTrack
     active: bool = True
+
+
+def new_peer_connection() -> RTCPeerConnection:
+    """A peer connection that talks to nobody but its peer.
+
+    aiortc's default configuration (``RTCPeerConnection()``) gathers candidates through
+    Google's public STUN server, looking up ``stun.l.google.com`` and sending it a request
+    from every IPv4 host address: an outside call on every connection (found by
+    tests/test_zero_egress.py). Participants reach the SFU directly; no STUN server.
+    """
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
 def check_session_description(sdp: str) -> None:
@@ -107,7 +123,7 @@ class Peer:
     async def apply_publisher_offer(self, sdp: str) -> tuple[str, set[str], set[str]]:
         """Answers a publisher offer; returns (answer sdp, kinds added, kinds removed)."""
         if self.publisher_pc is None:
-            self.publisher_pc = RTCPeerConnection()
+            self.publisher_pc = new_peer_connection()
             self.publisher_pc.on("track", self._on_publisher_track)
         pc = self.publisher_pc
         check_session_description(sdp)
@@ -167,7 +183,7 @@ class Peer:
         if publication is None or not self.grants.can_subscribe or self.closed:
             return
         if self.subscriber_pc is None:
-            self.subscriber_pc = RTCPeerConnection()
+            self.subscriber_pc = new_peer_connection()
         track = publication.subscribe(self.identity)
         transceiver = self.subscriber_pc.addTransceiver(track, direction="sendonly")
         if publication.mime_type:
