@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system-deps run test lint typecheck check bench clean
+.PHONY: setup system-deps run cluster test lint typecheck check bench clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -12,6 +12,10 @@ system-deps:
 
 run: setup
 	$(BIN)/captions serve
+
+# Redis, PostgreSQL, two asr-serve, two nodes and HAProxy on loopback; Ctrl-C stops all.
+cluster: setup system-deps
+	$(BIN)/python deploy/cluster.py
 
 test: setup system-deps
 	$(BIN)/python -m pytest -q

@@ -85,6 +85,8 @@ class LocalCluster:
     nodes_count: int = 2
     secret: str = field(default_factory=lambda: os.urandom(24).hex())
     node_args: Sequence[str] = ()
+    per_node_args: dict[str, Sequence[str]] = field(default_factory=dict)
+    """Extra arguments of one node, by node id (e.g. its own ASR server)."""
     database_url: str | None = None
     """An existing PostgreSQL database; else the cluster starts its own server."""
     redis: RedisServer | None = None
@@ -157,6 +159,7 @@ class LocalCluster:
             "--public-url",
             f"http://127.0.0.1:{port}",
             *self.node_args,
+            *self.per_node_args.get(node_id, ()),
         ]
         node = Node(node_id, port, data_dir, log_path=data_dir / "log")
         with open(node.log_path, "ab") as out:  # type: ignore[arg-type]
