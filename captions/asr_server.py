@@ -16,6 +16,10 @@ the :class:`~captions.runtime.EngineRunner` runs (the Whisper default or ``kyuta
   untouched. Frames over four times the limit are cut by aiohttp itself (close 1009).
 - Timeouts, as moshi-server (keyword arguments of :class:`AsrServerLimits`): a ping
   every 10 s, close after 20 s with nothing received, close after 120 s without audio.
+  Stricter than moshi-server on one point: pongs do not count as something received
+  (moshi-server keeps a silent client that answers pings until its 120 s data timeout).
+- ``Init`` is answered with ``Ready``, as moshi-server answers it (it also sends one
+  ``Ready`` of its own at connect, as here).
 - Output: each word that becomes final is sent as ``Word`` then ``EndWord``; a
   ``Step`` per 80 ms of audio the engine processed (``prs`` from the engine's
   end-of-turn heads when it has them, else neutral zeros); each ``Marker`` is echoed
@@ -49,6 +53,7 @@ from captions.kyutai_protocol import (
     AsrStreamState,
     Audio,
     Error,
+    Init,
     Marker,
     OggOpus,
     Ready,
@@ -216,12 +221,13 @@ class _Connection:
                 await self._fail("messages must be binary MessagePack frames")
                 return
             try:
-                got_audio = self._handle(
-                    decode_client_message(msg.data, max_bytes=self.limits.max_message_bytes)
-                )
+                message = decode_client_message(msg.data, max_bytes=self.limits.max_message_bytes)
+                got_audio = self._handle(message)
             except CaptionsError as exc:  # a bad frame, or the stream closed under us
                 await self._fail(str(exc))
                 return
+            if isinstance(message, Init):
+                await self.send(Ready())
             if got_audio:
                 last_audio = last_any
 
@@ -234,7 +240,7 @@ class _Connection:
         elif isinstance(message, Marker):
             self.state.marker_received(message.id)
             return False
-        else:  # Init, Ping
+        else:  # Init (answered by the caller), Ping
             return False
         if pcm.size:
             self.stream.push_audio(pcm, SAMPLE_RATE)

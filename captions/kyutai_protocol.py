@@ -8,7 +8,9 @@ Client to server:
 - ``Audio{pcm}``: float32 samples, 24 kHz mono, in [-1, 1], any length;
 - ``OggOpus{data}``: Ogg/Opus bytes (a continuous stream split anywhere);
 - ``Marker{id}``: echoed back once all earlier audio and the model delay are processed;
-- ``Init`` and ``Ping``: accepted and ignored (older clients send them).
+- ``Init``: answered with ``Ready`` (moshi-server's batched server answers it so);
+- ``Ping``: accepted and ignored (moshi-server has no such message and drops the
+  connection; accepting it costs nothing).
 
 Server to client: ``Ready``, ``Word{text, start_time}``, ``EndWord{stop_time}``,
 ``Step{step_idx, prs, buffered_pcm}``, ``Marker{id}``, ``Error{message}``.

@@ -268,3 +268,31 @@ async def test_streams_per_api_key_are_capped() -> None:
             assert await read(third) == {"type": "Error", "message": "no free channels"}
         async with connect(url, key="other") as c:  # another key still gets a slot
             assert (await read(c))["type"] == "Ready"
+
+
+async def test_init_is_answered_with_ready_as_moshi_server_does() -> None:
+    # moshi-server's batched ASR sends Ready for its own Init at connect and again for
+    # each Init a client sends; the stream then goes on as usual.
+    async with serving(scripted()) as url, connect(url) as ws:
+        assert await read(ws) == {"type": "Ready"}
+        await ws.send(pack({"type": "Init"}))
+        assert await read(ws) == {"type": "Ready"}
+        for frame in audio(1.0):
+            await ws.send(frame)
+        seen = await read_until(ws, lambda m: m["type"] == "Word")
+        assert seen[-1]["text"] == "hello"
+
+
+async def test_a_peer_that_leaves_pings_unanswered_is_closed() -> None:
+    import aiohttp
+
+    async with serving(scripted(), ping_interval=0.2) as url, aiohttp.ClientSession() as http:
+        headers = {"kyutai-api-key": KEY}
+        async with http.ws_connect(url, headers=headers, autoping=False) as ws:
+            ended = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+            kinds = []
+            for _ in range(10):  # bounded: a closed socket answers at once, forever
+                kinds.append((await asyncio.wait_for(ws.receive(), 5)).type)
+                if kinds[-1] in ended:
+                    break
+            assert aiohttp.WSMsgType.PING in kinds and kinds[-1] in ended
