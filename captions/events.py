@@ -63,6 +63,8 @@ class CaptionEvent:
     emitted_at: float
     # Extra facts a consumer may show, such as {"degraded": True}.
     flags: dict[str, Any] = field(default_factory=dict, compare=False)
+    language: str | None = None
+    """Language of the utterance's words (e.g. "fr"), where the engine knows it."""
 
     @property
     def text(self) -> str:
@@ -94,6 +96,8 @@ class CaptionEvent:
         }
         if self.flags:
             data["flags"] = dict(self.flags)
+        if self.language:
+            data["language"] = self.language
         return data
 
     @classmethod
@@ -117,6 +121,7 @@ class CaptionEvent:
                 words=words,
                 emitted_at=float(data["emitted_at"]),
                 flags=dict(data.get("flags") or {}),
+                language=str(data["language"]) if data.get("language") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedMessageError(f"invalid caption event: {exc}") from exc

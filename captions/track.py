@@ -24,6 +24,9 @@ class CaptionTrack:
         self._tail: tuple[Word, ...] = ()
         self._events: list[CaptionEvent] = []
         self.degraded = False
+        self.language: str | None = None
+        """Language of the current utterance's words, set by the engine; events carry it."""
+        self._unsupported = False
 
     @property
     def utterance(self) -> int:
@@ -39,14 +42,17 @@ class CaptionTrack:
 
     @property
     def is_open(self) -> bool:
-        """True while the current utterance has any word, final or not."""
-        return bool(self._final or self._tail)
+        """True while the current utterance has any word, final or not, or was marked."""
+        return bool(self._final or self._tail or self._unsupported)
 
     def update(self, *, commit: Sequence[Word] = (), tail: Sequence[Word] = ()) -> None:
         """Appends ``commit`` as final words and replaces the tentative tail.
 
-        Emits a partial event when anything visible changed.
+        Emits a partial event when anything visible changed. Ignored once the utterance
+        was marked as in an unsupported language.
         """
+        if self._unsupported:
+            return
         committed = [w.as_final() for w in commit if w.text]
         new_tail = tuple(Word(w.text, w.start, w.end, False) for w in tail if w.text)
         if not committed and new_tail == self._tail:
@@ -55,17 +61,35 @@ class CaptionTrack:
         self._tail = new_tail
         self._emit("partial")
 
+    @property
+    def unsupported_language(self) -> bool:
+        """The open utterance was marked as speech the model cannot transcribe."""
+        return self._unsupported
+
+    def mark_unsupported_language(self) -> None:
+        """The open utterance is in a language the model cannot transcribe: its tentative
+        words (nonsense) are withdrawn, and its events say so (``flags.unsupported_language``)
+        until it closes with a final that has only the words already final, if any."""
+        if self._unsupported:
+            return
+        self._unsupported = True
+        self._tail = ()
+        self._emit("partial")
+
     def end_utterance(self, *, tail: Sequence[Word] | None = None) -> None:
         """Closes the utterance; its tail (``tail`` when given, replacing it) becomes final."""
+        if self._unsupported:
+            tail = ()
         if tail is not None:
             self._tail = tuple(w for w in tail if w.text)
         self._final.extend(w.as_final() for w in self._tail)
         self._tail = ()
-        if self._final:
+        if self._final or self._unsupported:
             self._emit("final")
         self._utterance += 1
         self._revision = 0
         self._final = []
+        self._unsupported = False
 
     def take_events(self) -> list[CaptionEvent]:
         events, self._events = self._events, []
@@ -74,6 +98,8 @@ class CaptionTrack:
     def _emit(self, kind: str) -> None:
         self._revision += 1
         flags = {"degraded": True} if self.degraded else {}
+        if self._unsupported:
+            flags["unsupported_language"] = True
         self._events.append(
             CaptionEvent(
                 speaker=self.speaker,
@@ -83,5 +109,6 @@ class CaptionTrack:
                 words=(*self._final, *self._tail),
                 emitted_at=self.clock.now(),
                 flags=flags,
+                language=self.language,
             )
         )

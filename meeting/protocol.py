@@ -384,6 +384,7 @@ def _caption_event(fields: _Fields) -> CaptionEvent:
             flags[key] = value
     speaker_id = fields.string("speaker", max_chars=256)
     name = fields.string("speaker_name", optional=True, max_chars=256)
+    language = fields.language("language", optional=True)
     return CaptionEvent(
         speaker=Speaker(speaker_id, name or ""),
         utterance=fields.integer("utterance"),
@@ -392,6 +393,7 @@ def _caption_event(fields: _Fields) -> CaptionEvent:
         words=tuple(words),
         emitted_at=fields.number("emitted_at", low=-MAX_WALL_CLOCK, high=MAX_WALL_CLOCK),
         flags=flags,
+        language=language,
     )
 
 

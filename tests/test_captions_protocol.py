@@ -146,6 +146,8 @@ def caption_json(**changes: Any) -> str:
         {"words": [{"text": "x", "start": 0.0, "end": 1.0, "final": True}] * 2000},
         {"kind": "maybe"},
         {"flags": {"degraded": "very"}},
+        {"language": "français"},
+        {"language": 7},
         {"speaker": "x" * 300},
         {"seq": None},
     ],
@@ -188,6 +190,7 @@ events = st.builds(
     ),
     emitted_at=st.integers(-(10**12), 10**12).map(lambda ms: ms / 1000),
     flags=st.dictionaries(valid_text, st.booleans(), max_size=3),
+    language=st.none() | languages,
 )
 ids = st.none() | st.integers(-(2**53) + 1, 2**53 - 1) | valid_text
 room_states = st.builds(

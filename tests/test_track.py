@@ -74,3 +74,36 @@ def test_json_round_trip_and_rejection() -> None:
         except MalformedMessageError:
             continue
         raise AssertionError(f"accepted {bad!r}")
+
+
+def test_events_carry_the_utterance_language() -> None:
+    track = CaptionTrack(Speaker("a", "Amélie"), VirtualClock(0.0))
+    track.language = "fr"
+    track.update(tail=_words(["bonjour"]))
+    track.end_utterance()
+    events = track.take_events()
+    assert [e.language for e in events] == ["fr", "fr"]
+    data = events[-1].to_json()
+    assert data["language"] == "fr"
+    assert CaptionEvent.from_json(data) == events[-1]
+    track.language = None
+    track.update(tail=_words(["hm"]))
+    assert "language" not in track.take_events()[0].to_json()
+
+
+def test_an_unsupported_language_withdraws_the_guesses_and_says_so() -> None:
+    track = CaptionTrack(Speaker("a"), VirtualClock(0.0))
+    track.update(tail=_words(["I", "will", "let", "you", "know"]))
+    track.mark_unsupported_language()
+    track.mark_unsupported_language()  # once per utterance
+    track.update(tail=_words(["more", "nonsense"]))  # ignored from now on
+    assert track.is_open
+    track.end_utterance(tail=_words(["nonsense"]))
+    partial, final = track.take_events()[1:]
+    for event in (partial, final):
+        assert event.words == () and event.flags == {"unsupported_language": True}
+    assert (partial.kind, final.kind) == ("partial", "final")
+    # The next utterance is judged afresh.
+    track.update(tail=_words(["hello"]))
+    (event,) = track.take_events()
+    assert event.utterance == final.utterance + 1 and not event.flags

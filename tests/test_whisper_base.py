@@ -66,3 +66,15 @@ def test_a_long_french_sentence_is_not_cut_short(base: WhisperEngine, shared_eva
     item = french_item(shared_eval, "fr_fleurs_cuttledoc", "fleurs-fr-000")
     text = final_text(base, item, "fr")
     assert normalize(text, "fr").split()[-1] in {"malveillant", "malveillants"}, text
+
+
+def test_auto_detects_each_speakers_language(base: WhisperEngine, shared_eval: Path) -> None:
+    french = french_item(shared_eval, "fr_fleurs_cuttledoc", "fleurs-fr-005")
+    record = simulate(base, french.load_audio(16_000), speaker=Speaker("amelie"), tail_seconds=1.0)
+    finals = [e for e in record.events if e.kind == "final"]
+    assert finals and {e.language for e in finals} == {"fr"}
+    assert french_wer(french.text, " ".join(e.text for e in finals)) <= 0.5
+    english = read_manifest(shared_eval / "en_librispeech_misc" / "manifest.jsonl")[0]
+    record = simulate(base, english.load_audio(16_000), speaker=Speaker("bob"), tail_seconds=1.0)
+    finals = [e for e in record.events if e.kind == "final"]
+    assert finals and {e.language for e in finals} == {"en"}

@@ -48,6 +48,8 @@ class Look:
     the alignment stretched a word over seconds of speech."""
     covered: float
     """Seconds of the span up to its last word's end."""
+    logprob: float = 0.0
+    """Mean log-probability per token of the decode."""
 
     def better_than(self, other: Look) -> bool:
         if self.broken != other.broken:
@@ -79,7 +81,7 @@ class Decoder:
         frames = math.ceil((features.shape[-1] + self.settings.pad_seconds * frame_rate) / 100)
         frames = min(frames * 100, extractor.nb_max_frames)
         features = features[:, :frames]
-        language = s.language or s.detected_language
+        language = s.language or s.utterance_language
         # A multilingual model without a language detects it alone, first.
         key = language if language is not None or not self.multilingual else f"?{id(s)}"
         # Batched decoding needs <|startoftranscript|> at one position: spans with and
@@ -99,10 +101,10 @@ class Decoder:
         with self.costs.measure(phase + "encoder"):
             encoded = self.model.encode(batch)
         first = spans[0].session
-        language = first.language or first.detected_language
+        language = first.language or first.utterance_language
         if language is None:
-            language = self._detect_language(encoded) if self.multilingual else "en"
-            first.detected_language = language
+            # Only spans of one session share a batch before its language is known.
+            language = self._utterance_language(spans[0], encoded)
         tokenizer = self._tokenizer(language)
         looks = self._generate(spans, encoded, tokenizer, beam_size, phase)
         retry = [i for i, look in enumerate(looks) if look.broken]
@@ -119,7 +121,7 @@ class Decoder:
             for i, look in zip(retry, again, strict=True):
                 if look.better_than(looks[i]):
                     looks[i] = look
-        return [Hypothesis(look.words, language) for look in looks]
+        return [Hypothesis(look.words, language, look.logprob) for look in looks]
 
     def _generate(
         self, spans: list[Span], encoded: Any, tokenizer: Any, beam_size: int, phase: str
@@ -172,7 +174,7 @@ class Decoder:
                 [sp.features.shape[-1] for sp in spans],  # one count per batch item
             )
         looks = []
-        for span, tokens, pieces in zip(spans, texts, aligned, strict=True):
+        for span, tokens, pieces, result in zip(spans, texts, aligned, results, strict=True):
             if not tokens:
                 looks.append(Look([], broken=False, covered=0.0))
                 continue
@@ -189,7 +191,14 @@ class Decoder:
             # a word stretched over seconds of speech by the alignment.
             stopped_early = span.samples / SAMPLE_RATE - covered > settings.max_unheard_seconds
             stretched = any(w.end - w.start > settings.max_word_seconds for w in heard)
-            looks.append(Look(heard, broken=looped or stopped_early or stretched, covered=covered))
+            looks.append(
+                Look(
+                    heard,
+                    broken=looped or stopped_early or stretched,
+                    covered=covered,
+                    logprob=float(result.scores[0]) if result.scores else 0.0,
+                )
+            )
         return looks
 
     def _looks_like_non_speech(self, result: Any) -> bool:
@@ -200,9 +209,21 @@ class Decoder:
             and avg_logprob < settings.logprob_threshold
         )
 
-    def _detect_language(self, encoded: Any) -> str:
-        ranked = self.model.model.detect_language(encoded)[0]
-        return str(ranked[0][0]).strip("<|>")
+    def _utterance_language(self, span: Span, encoded: Any) -> str:
+        """Under "auto": the language of ``span``'s utterance (see language.py). Detection
+        on less than ``detect_min_seconds`` is used for this look only."""
+        s = span.session
+        if not self.multilingual:
+            s.utterance_language = "en"
+            return "en"
+        ranked = [
+            (str(token).strip("<|>"), float(probability))
+            for token, probability in self.model.model.detect_language(encoded)[0][:3]
+        ]
+        if span.samples / SAMPLE_RATE < self.settings.detect_min_seconds:
+            return s.speaker_language.language or ranked[0][0]
+        s.utterance_language = s.speaker_language.observe(ranked)
+        return s.utterance_language
 
     def _tokenizer(self, language: str) -> Any:
         from faster_whisper.tokenizer import Tokenizer

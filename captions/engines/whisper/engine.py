@@ -11,6 +11,7 @@ from captions.engines import EngineOptions
 from captions.engines.local_agreement import LocalAgreement
 from captions.engines.whisper.batching import BatchTranscriber
 from captions.engines.whisper.decode import Decoder
+from captions.engines.whisper.language import ForeignSpeech, SpeakerLanguage
 from captions.engines.whisper.models import check_model_dir, resolve_model
 from captions.engines.whisper.session import WhisperSession
 from captions.engines.whisper.settings import WhisperSettings
@@ -105,7 +106,15 @@ class WhisperEngine(Engine):
                 min_silence_seconds=s.end_silence_seconds,
                 min_speech_seconds=s.min_speech_seconds,
             ),
+            speaker_language=SpeakerLanguage(switch_probability=s.language_switch_probability),
+            foreign=ForeignSpeech(
+                max_logprob=s.foreign_max_logprob,
+                max_final_logprob=s.foreign_max_final_logprob,
+                min_seconds=s.foreign_min_seconds,
+            ),
         )
+        # A fixed language is known from the start (English for an English-only model).
+        track.language = language or (None if self.multilingual else "en")
         session.audio_start = inbox.position
         assert session.vad is not None
         session.vad.reset(inbox.position)

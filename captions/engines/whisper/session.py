@@ -9,6 +9,7 @@ import numpy as np
 from captions.audio import PCM
 from captions.engine import Session
 from captions.engines.local_agreement import LocalAgreement
+from captions.engines.whisper.language import ForeignSpeech, SpeakerLanguage
 from captions.events import Word
 from captions.vad import FRAME_SAMPLES, VadStream
 
@@ -19,6 +20,8 @@ class Hypothesis:
 
     words: list[Word]
     language: str
+    logprob: float = 0.0
+    """Mean log-probability per token of the decode (0 without words)."""
 
 
 @dataclass(eq=False)
@@ -36,7 +39,12 @@ class WhisperSession(Session):
     utterance_start: int = 0
     """Absolute sample where the utterance (its first buffer) began."""
     transcribed_to: int = 0
-    detected_language: str | None = None
+    utterance_language: str | None = None
+    """Under "auto": the open utterance's language, once detected on enough audio."""
+    speaker_language: SpeakerLanguage = field(default_factory=SpeakerLanguage)
+    """Under "auto": the speaker's language across utterances."""
+    foreign: ForeignSpeech = field(default_factory=ForeignSpeech)
+    """English-only model: whether the open utterance sounds like another language."""
     last_hypothesis: tuple[int, int, Hypothesis] | None = None
     """(start, end, hypothesis) of the latest transcription, reused if nothing changed."""
 

@@ -47,6 +47,17 @@ class WhisperSettings:
     """Transcriptions of one step that run in parallel (CTranslate2 releases the GIL):
     the speakers of a step are split into this many batches, which keeps both cores
     busy where one batched call used little more than one."""
+    language_switch_probability: float = 0.8
+    """Under "auto", a speaker's next utterance changes language only when the detector
+    gives another language at least this probability (see language.py)."""
+    detect_min_seconds: float = 1.0
+    """Language identification on less audio than this is not kept for the utterance."""
+    foreign_max_logprob: float = -1.1
+    """An English-only model whose decodes of an utterance average a log-probability per
+    token below this is hearing another language: its words are withheld."""
+    foreign_max_final_logprob: float = -1.0
+    foreign_min_seconds: float = 2.0
+    """Looks at less of an utterance than this do not count (see language.py)."""
     vad_threshold: float = 0.5
     # Hypotheses that look like Whisper's hallucinations on non-speech are dropped.
     no_speech_threshold: float = 0.6

@@ -55,6 +55,10 @@ class Utterances:
 
     def due(self, s: WhisperSession) -> bool:
         """The open utterance grew by a step since its last transcription."""
+        if s.track.unsupported_language:
+            # Nothing more to transcribe in this utterance; its audio is not kept.
+            s.buffer_start = s.transcribed_to = s.position
+            return False
         return s.active and s.position - s.transcribed_to >= samples(self.settings.step_seconds)
 
     def _on_change(self, s: WhisperSession, change: SpeechChange) -> None:
@@ -64,7 +68,8 @@ class Utterances:
                 s.audio_start, change.sample - samples(self.settings.pre_roll_seconds)
             )
             s.transcribed_to = s.utterance_start = s.buffer_start
-            s.detected_language = None
+            s.utterance_language = None
+            s.foreign.reset()
         elif change.kind == "end" and s.active:
             # A little trailing silence helps Whisper end the last word cleanly.
             end = min(s.position, change.sample + samples(0.2))
@@ -73,17 +78,33 @@ class Utterances:
     def update(self, s: WhisperSession, hypothesis: Hypothesis) -> None:
         """A new hypothesis of the open utterance's buffer; LocalAgreement decides what is final."""
         s.transcribed_to = s.position
+        if hypothesis.words and hypothesis.language:
+            s.track.language = hypothesis.language
+        if self._sounds_foreign(s, hypothesis, s.position):
+            s.track.mark_unsupported_language()
+            return
         if not hypothesis.words and (s.agreement.tail or s.agreement.committed):
             # The VAD hears speech: an empty look is a recogniser miss, not a retraction.
             return
         s.last_hypothesis = (s.buffer_start, s.position, hypothesis)
+        # An English-only model finalises nothing before it could tell another language.
+        judging = not self.transcriber.decoder.multilingual and not s.foreign.settled
         commit = s.agreement.insert(
             hypothesis.words,
             audio_end=s.position / SAMPLE_RATE,
-            utterance_start=s.utterance_start / SAMPLE_RATE,
+            utterance_start=(s.position if judging else s.utterance_start) / SAMPLE_RATE,
         )
         s.track.update(commit=commit, tail=s.agreement.tail)
         self._trim(s)
+
+    def _sounds_foreign(
+        self, s: WhisperSession, hypothesis: Hypothesis, end: int, *, final: bool = False
+    ) -> bool:
+        """An English-only model guessing at another language (see language.py)."""
+        if self.transcriber.decoder.multilingual or not hypothesis.words:
+            return False
+        heard = (end - s.utterance_start) / SAMPLE_RATE
+        return s.foreign.observe(hypothesis.logprob, heard, final=final)
 
     def _trim(self, s: WhisperSession) -> None:
         settings = self.settings
@@ -110,21 +131,28 @@ class Utterances:
     def close(self, s: WhisperSession, end: int) -> None:
         """Ends the open utterance at ``end`` (absolute sample): a last look makes every
         word final."""
-        if s.active and end - s.buffer_start >= samples(0.1):
+        foreign = s.track.unsupported_language
+        if s.track.unsupported_language:
+            s.track.end_utterance()
+        elif s.active and end - s.buffer_start >= samples(0.1):
             last = s.last_hypothesis
             # A greedy last look at the span the latest step decoded would repeat it.
             if self.settings.final_beam_size == 1 and last and last[:2] == (s.buffer_start, end):
-                words = last[2].words
+                hypothesis = last[2]
             else:
-                words = self.transcriber.transcribe(
+                hypothesis = self.transcriber.transcribe(
                     s, s.buffer_start, end, beam_size=self.settings.final_beam_size, phase="final "
-                ).words
+                )
+            if self._sounds_foreign(s, hypothesis, end, final=True):
+                s.track.mark_unsupported_language()
+                foreign = True
             # An empty last look (short audio, or judged non-speech) keeps the tail that
             # was shown rather than silently dropping words the reader already saw.
-            s.track.end_utterance(tail=s.agreement.finish(words or None))
+            s.track.end_utterance(tail=s.agreement.finish(hypothesis.words or None))
         elif s.track.is_open:
             s.track.end_utterance()
-        s.agreement.reset(keep_prompt=True)
+        # The words of another language's utterance are no context for the next one.
+        s.agreement.reset(keep_prompt=not foreign)
         s.active = False
         s.last_hypothesis = None
 

@@ -1,0 +1,85 @@
+"""Which language a speaker speaks, decided per utterance.
+
+With a multilingual model and no fixed language ("auto"), a speaker's language is taken
+from Whisper's language identification on their first seconds of speech, kept for the
+whole utterance, and carried over to their next utterances; a later utterance changes it
+only on strong evidence (the detector is sure of another language), so one short or
+mumbled utterance cannot flip a French speaker to Portuguese mid-meeting.
+
+An English-only model (tiny.en) cannot tell languages apart, but it shows when it is
+guessing: on French speech its decodes average a log-probability per token of -0.75 to
+-3, against -0.05 to -0.7 on most English (down to -1.7 on hard test-other speakers) (measured on the shared eval sets, see
+docs/languages.md). :class:`ForeignSpeech` turns that into a per-utterance verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SpeakerLanguage:
+    """One speaker's language under "auto", with hysteresis."""
+
+    switch_probability: float = 0.8
+    """A different language replaces the speaker's only when detected at least this sure."""
+    settle_probability: float = 0.5
+    """Below this, the speaker's language is a guess any surer detection replaces."""
+    language: str | None = None
+    confidence: float = 0.0
+
+    def observe(self, ranked: Sequence[tuple[str, float]]) -> str:
+        """The language of a new utterance, given the detector's ranking (language,
+        probability), best first, on its first seconds; updates the speaker's language."""
+        top, probability = ranked[0]
+        if self.language is None or top == self.language:
+            same = top == self.language
+            self.language = top
+            self.confidence = max(self.confidence, probability) if same else probability
+        elif probability >= self.switch_probability or (
+            self.confidence < self.settle_probability and probability > self.confidence
+        ):
+            self.language, self.confidence = top, probability
+        return self.language
+
+
+@dataclass
+class ForeignSpeech:
+    """Whether an English-only model is hearing another language in one utterance.
+
+    Decodes of the first second or two are poor even on English (a few words, often cut),
+    so only looks at ``min_seconds`` of audio or more count, and the verdict takes
+    ``min_looks`` of them (no word of the utterance is final before: see
+    :attr:`settled`); the utterance's last look (the whole utterance, beam search)
+    counts from ``min_final_seconds``, so short utterances are judged too.
+    """
+
+    max_logprob: float = -1.1
+    """Mean log-probability per token below which the decodes are guesses, while the
+    utterance goes on (its partials are then withdrawn)."""
+    max_final_logprob: float = -1.0
+    """The same, with the utterance's last look counted (its words are then withheld)."""
+    min_seconds: float = 2.0
+    min_final_seconds: float = 1.5
+    min_looks: int = 2
+    scores: list[float] = field(default_factory=list)
+
+    def observe(self, logprob: float, seconds: float, *, final: bool = False) -> bool:
+        """Adds one decode's mean log-probability per token, of an utterance ``seconds``
+        long so far; True once the utterance sounds like a language the model lacks."""
+        if seconds < (self.min_final_seconds if final else self.min_seconds):
+            return False
+        self.scores.append(logprob)
+        if len(self.scores) < (1 if final else self.min_looks):
+            return False
+        limit = self.max_final_logprob if final else self.max_logprob
+        return sum(self.scores) / len(self.scores) < limit
+
+    @property
+    def settled(self) -> bool:
+        """Enough looks were counted for a verdict while the utterance goes on."""
+        return len(self.scores) >= self.min_looks
+
+    def reset(self) -> None:
+        self.scores.clear()
