@@ -7,9 +7,10 @@ only on strong evidence (the detector is sure of another language), so one short
 mumbled utterance cannot flip a French speaker to Portuguese mid-meeting.
 
 An English-only model (tiny.en) cannot tell languages apart, but it shows when it is
-guessing: on French speech its decodes average a log-probability per token of -0.75 to
--3, against -0.05 to -0.7 on most English (down to -1.7 on hard test-other speakers) (measured on the shared eval sets, see
-docs/languages.md). :class:`ForeignSpeech` turns that into a per-utterance verdict.
+guessing: on French speech its decodes average a log-probability per token of -0.8 to
+-3, against -0.05 to -0.7 on most English (down to -1.7 on hard test-other speakers;
+measured on the shared eval sets, see docs/languages.md). :class:`ForeignSpeech` turns
+that into a per-utterance verdict.
 """
 
 from __future__ import annotations
