@@ -13,10 +13,10 @@ The meeting page writes the same files from its own view (``meeting/static/cueru
 Both follow the one rule spelled out here, step for step, and both pass the shared table
 ``tests/cue_cases.json``; change them together. The rule:
 
-- **Clean** every name and word: control characters and line breaks (C0, DEL, C1,
-  U+2028, U+2029) become spaces, runs of spaces become one, ends are trimmed. No name or
-  word can then start a line, so none can forge a cue. Empty words are dropped; an event
-  without words is not written.
+- **Clean** every name and word: lone surrogates become U+FFFD; control characters and
+  line breaks (C0, DEL, C1, U+2028, U+2029) become spaces, runs of spaces become one,
+  ends are trimmed. No name or word can then start a line, so none can forge a cue.
+  Empty words are dropped; an event without words is not written.
 - **Wrap** greedily: words joined by one space, a line full when the next word would
   pass ``line_chars`` characters (code points); a longer word gets a line of its own.
 - **Times** are whole milliseconds, ``floor(seconds * 1000 + 0.5)``, never negative; a
@@ -56,13 +56,16 @@ class Cue:
 
 
 _CONTROL = re.compile("[\u0000-\u001f\u007f-\u009f\u2028\u2029]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # lone ones: UTF-8 cannot carry them
 _SPACES = re.compile(" {2,}")
 _ARROW = re.compile("-{2,}>")
 
 
 def clean(text: str) -> str:
-    """One line of text: control characters and line breaks become spaces, runs of
-    spaces one space, ends trimmed (the rule's first step)."""
+    """One line of text: lone surrogates become U+FFFD (as a browser's UTF-8 encoder
+    does), control characters and line breaks spaces, runs of spaces one space, ends
+    trimmed (the rule's first step)."""
+    text = _SURROGATE.sub("\ufffd", text)
     return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip(" ")
 
 

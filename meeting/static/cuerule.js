@@ -14,10 +14,10 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
 const SPACES = / {2,}/g;
 const ARROW = /-{2,}>/g;
 
-/** One line of text: control characters and line breaks become spaces, runs of spaces
- * one space, ends trimmed. */
+/** One line of text: lone surrogates become U+FFFD, control characters and line breaks
+ * spaces, runs of spaces one space, ends trimmed. */
 export function clean(text) {
-  return String(text).replace(CONTROL, " ").replace(SPACES, " ").replace(/^ +| +$/g, "");
+  return String(text).toWellFormed().replace(CONTROL, " ").replace(SPACES, " ").replace(/^ +| +$/g, "");
 }
 
 // Python counts and compares code points; JS strings are UTF-16 units.
