@@ -71,9 +71,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--align-model",
-        metavar="PATH",
-        help="CTranslate2 Whisper model for word timings of items without 'words' "
-        "(default: the bundled tiny.en)",
+        metavar="MODEL",
+        help="Whisper model (name or path) for word timings of items without 'words' "
+        "(default: tiny.en for English items, the multilingual base for others)",
     )
 
 

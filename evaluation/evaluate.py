@@ -20,21 +20,24 @@ from evaluation.realtime import run_in_real_time
 class WordTimes:
     """Word end times for an item: the manifest's ``words``, else an offline alignment.
 
-    The aligner (faster-whisper word timestamps, ``align_model`` or the bundled
-    tiny.en) loads only when an item without ``words`` needs it.
+    The aligner (faster-whisper word timestamps: ``align_model``, else the bundled
+    tiny.en for English and the multilingual ``base`` for other languages, since an
+    English-only model cannot align French words) loads only when an item without
+    ``words`` needs it.
     """
 
     def __init__(self, align_model: str | None = None) -> None:
         self.align_model = align_model
-        self._aligner: FasterWhisper | None = None
+        self._aligners: dict[str, FasterWhisper] = {}
 
     def __call__(self, item: ManifestItem) -> tuple[Sequence[TimedWord], WordSource]:
         if item.words:
             return item.words, "manifest"
-        if self._aligner is None:
-            self._aligner = FasterWhisper(self.align_model, device="cpu")
+        model = self.align_model or ("tiny.en" if item.language.startswith("en") else "base")
+        if model not in self._aligners:
+            self._aligners[model] = FasterWhisper(model, device="cpu")
         pcm = item.load_audio(WHISPER_RATE)
-        return self._aligner.word_times(pcm, item.language), "aligned"
+        return self._aligners[model].word_times(pcm, item.language), "aligned"
 
 
 def stream_and_score(

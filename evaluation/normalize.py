@@ -17,13 +17,20 @@ Tokens left without any letter or digit (the packaged normaliser keeps a lone ``
 an ellipsis, for instance) are dropped.
 
 Other languages get the paper's basic normaliser (lower case, no punctuation or symbols,
-no bracketed text), which is language-neutral.
+no bracketed text), which is language-neutral; accents are kept (``été`` is not ``ete``)
+and apostrophes split words (``l'accident`` -> ``l accident``) on both sides alike.
+Before it, for the languages ``text2num`` knows (French, Spanish, Portuguese, German,
+Dutch, Danish, Italian), numbers written in words become digits (``dix-sept`` -> ``17``,
+``cent pour cent`` -> ``100 pour 100``), as the English normaliser does, and ``%`` is read
+as the words for per cent in French (``80 %`` -> ``80 pour 100``): a reference that spells
+a number and a hypothesis that writes digits then agree.
 """
 
 from __future__ import annotations
 
 from functools import cache
 
+from text_to_num import alpha2digit
 from whisper_normalizer.basic import BasicTextNormalizer
 from whisper_normalizer.english import EnglishTextNormalizer
 
@@ -38,10 +45,22 @@ def _basic() -> BasicTextNormalizer:
     return BasicTextNormalizer()
 
 
+_NUMBERS_IN_WORDS = {"fr", "es", "pt", "de", "nl", "da", "it"}
+"""Languages whose spelled-out numbers ``text2num`` turns into digits."""
+
+
 def normalize(text: str, language: str = "en") -> str:
     """Normalised text: space-separated lower-case words, no punctuation."""
-    normalizer = _english() if language.lower().startswith("en") else _basic()
-    return " ".join(t for t in normalizer(text).split() if any(c.isalnum() for c in t))
+    code = language.lower()[:2]
+    if code == "en":
+        normalized = _english()(text)
+    else:
+        if code == "fr":
+            text = text.replace("%", " pour cent")
+        if code in _NUMBERS_IN_WORDS:
+            text = alpha2digit(text, code)
+        normalized = _basic()(text)
+    return " ".join(t for t in normalized.split() if any(c.isalnum() for c in t))
 
 
 def normalized_words(text: str, language: str = "en") -> list[str]:

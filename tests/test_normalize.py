@@ -58,3 +58,23 @@ def test_corpus_wer_pools_words_and_skips_empty_references() -> None:
         2 / 6, abs=1e-4
     )
     assert corpus_wer([""], ["x"]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "L'accident a eu lieu, en terrain montagneux !",
+            "l accident a eu lieu en terrain montagneux",
+        ),
+        ("Il a été causé par un incendie.", "il a été causé par un incendie"),
+        ("tuant ainsi dix-sept personnes", "tuant ainsi 17 personnes"),
+        ("tuant ainsi 17 personnes", "tuant ainsi 17 personnes"),
+        ("avec cent pour cent de certitude", "avec 100 pour 100 de certitude"),
+        ("avec 100 % de certitude", "avec 100 pour 100 de certitude"),
+        ("allume la chambre à 80 %", "allume la chambre à 80 pour 100"),
+        ("un homme et une femme", "un homme et une femme"),
+    ],
+)
+def test_french_normalisation(text: str, expected: str) -> None:
+    assert normalize(text, "fr") == expected

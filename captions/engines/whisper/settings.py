@@ -65,9 +65,12 @@ class WhisperSettings:
     compression_ratio_threshold: float = 2.4
 
     @classmethod
-    def from_overrides(cls, overrides: Mapping[str, str]) -> WhisperSettings:
-        """The defaults with ``overrides`` (name -> text, as on the command line) applied.
-        Raises ConfigError for an unknown name or a value of the wrong kind."""
+    def from_overrides(
+        cls, overrides: Mapping[str, str], *, defaults: Mapping[str, float] | None = None
+    ) -> WhisperSettings:
+        """The defaults (the class's, then a model's own ``defaults``) with ``overrides``
+        (name -> text, as on the command line) applied. Raises ConfigError for an unknown
+        name or a value of the wrong kind."""
         kinds = {f.name: f.type for f in fields(cls)}
         values: dict[str, float | int] = {}
         for name, text in overrides.items():
@@ -81,4 +84,4 @@ class WhisperSettings:
                 raise ConfigError(f"whisper setting {name}: not a number: {text!r}") from None
             if values[name] < 0:
                 raise ConfigError(f"whisper setting {name} must not be negative")
-        return replace(cls(), **values)  # type: ignore[arg-type]
+        return replace(cls(), **{**(defaults or {}), **values})  # type: ignore[arg-type]
