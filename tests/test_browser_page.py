@@ -567,3 +567,30 @@ def test_reading_time_with_speakers_talking_over_each_other(
     assert result["cut"] == 0, result
     if speakers == 2:
         assert result["maxLagMs"] <= 500, result
+
+
+def test_caption_language_and_unsupported_language_notice(page: Any) -> None:
+    page.evaluate(OVERLAY_SETUP)
+    update = "e => window.overlay.update(e)"
+    ui = page.evaluate("async () => (await import('/static/i18n.js')).language()")
+    assert ui == "en"
+    french = {**event("a", "Amélie", 1, 1, [("bonjour", False)]), "language": "fr"}
+    english = {**event("b", "Bob", 1, 1, [("hello", False)]), "language": "en"}
+    assert page.evaluate(update, french) and page.evaluate(update, english)
+    shown = page.eval_on_selector_all(
+        "[data-testid=lab-captions] .caption-line",
+        """els => els.map(e => ({lang: e.querySelector('.caption-text').lang,
+              tag: e.querySelector('.caption-language:not([hidden])')?.textContent ?? null}))""",
+    )
+    # Words carry their language; a tag marks the one that is not the page's.
+    assert shown == [{"lang": "fr", "tag": "FR"}, {"lang": "en", "tag": None}]
+    # Speech the model cannot transcribe: a notice in the page's language, no words.
+    flagged = {**event("c", "Chloé", 1, 1, []), "flags": {"unsupported_language": True}}
+    assert page.evaluate(update, flagged)
+    final = {**flagged, "revision": 2, "kind": "final"}
+    assert page.evaluate(update, final)
+    line = lines(page)[-1]
+    assert line["speaker"] == "Chloé" and line["final"] == "true"
+    assert "need another model" in line["text"]
+    log = page.eval_on_selector("[data-role=lab-log]", "e => e.textContent")
+    assert "Chloé: (speaking a language" in log

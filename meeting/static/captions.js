@@ -11,6 +11,13 @@
 //
 // Final captions are also appended to a visually hidden aria-live="polite" log, so screen
 // readers announce each finished sentence once and never the partials.
+//
+// Languages (docs/languages.md): a line's words get the caption's `language` as their `lang`
+// (screen readers pronounce them right) and a small tag (FR, EN...) when it is not the
+// page's language; a caption flagged `unsupported_language` (speech the model cannot
+// transcribe) shows a notice saying another model is needed instead of words.
+
+import { language as pageLanguage, t } from "./i18n.js";
 
 /** Reading speeds a viewer can choose, in words per minute. Broadcast practice gives a
  * reader about 160-180 words a minute. */
@@ -106,8 +113,9 @@ export class CaptionOverlay {
     let line = this.lines.get(key);
     if (this.done.has(key)) return false;
     if (line && (line.final || event.revision <= line.revision)) return false;
+    const unsupported = Boolean(event.flags && event.flags.unsupported_language);
     if (!line) {
-      if (event.words.length === 0 && event.kind === "partial") return false;
+      if (event.words.length === 0 && event.kind === "partial" && !unsupported) return false;
       line = this.createLine(event, key);
     }
     const now = this.now();
@@ -115,12 +123,14 @@ export class CaptionOverlay {
     line.revision = event.revision;
     line.final = event.kind === "final";
     line.el.dataset.final = String(line.final);
-    this.renderWords(line, event.words, line.final);
+    const words = unsupported ? [{ text: t("captions.unsupported_language"), final: true }] : event.words;
+    this.showLanguage(line, event, unsupported);
+    this.renderWords(line, words, line.final);
     if (line.final) {
-      line.readingMs = readingTimeMs(event.words.length, this.readingSpeed);
+      line.readingMs = readingTimeMs(words.length, this.readingSpeed);
       line.expiresAt = now + Math.max(this.lingerMs, line.readingMs);
-      if (event.words.length === 0) this.removeLine(key);
-      else this.announce(event);
+      if (words.length === 0) this.removeLine(key);
+      else this.announce(event, words);
     } else {
       line.expiresAt = now + this.staleMs; // an open utterance is never pushed out
     }
@@ -150,6 +160,24 @@ export class CaptionOverlay {
     return line;
   }
 
+  /** The line's language: `lang` on its words, a tag when it is not the page's. */
+  showLanguage(line, event, unsupported) {
+    line.el.dataset.unsupported = String(unsupported);
+    const lang = unsupported ? pageLanguage() : event.language;
+    if (typeof lang !== "string" || !lang) return;
+    line.text.lang = lang;
+    const foreign = !unsupported && lang.split("-")[0] !== pageLanguage();
+    if (foreign && !line.tag) {
+      line.tag = document.createElement("span");
+      line.tag.className = "caption-language";
+      line.text.before(line.tag);
+    }
+    if (line.tag) {
+      line.tag.hidden = !foreign;
+      line.tag.textContent = lang.toUpperCase();
+    }
+  }
+
   renderWords(line, words, allFinal) {
     for (let i = 0; i < words.length; i++) {
       const word = words[i];
@@ -169,10 +197,10 @@ export class CaptionOverlay {
     for (const span of line.words.splice(words.length)) span.remove();
   }
 
-  announce(event) {
+  announce(event, words = event.words) {
     if (!this.log) return;
     const entry = document.createElement("p");
-    entry.textContent = `${speakerName(event)}: ${event.words.map((w) => w.text).join(" ")}`;
+    entry.textContent = `${speakerName(event)}: ${words.map((w) => w.text).join(" ")}`;
     this.log.append(entry);
     while (this.log.childElementCount > this.logLimit) this.log.firstElementChild.remove();
   }

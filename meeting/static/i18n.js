@@ -65,6 +65,9 @@ export const STRINGS = {
     "captions.by_on": "Captions turned on by {name}",
     "captions.by_off": "Captions turned off by {name}",
     "captions.language_by": "Caption language set to {language} by {name}",
+    "captions.unsupported_language":
+      "(speaking a language this captioning model cannot transcribe: captions in this language need another model)",
+    "captions.language_auto": "Automatic (each speaker's own)",
     "captions.region": "Live captions",
     "captions.log": "Final captions",
     "health.live": "Captions live",
@@ -175,6 +178,9 @@ export const STRINGS = {
     "captions.by_on": "Sous-titres activés par {name}",
     "captions.by_off": "Sous-titres désactivés par {name}",
     "captions.language_by": "Langue des sous-titres : {language}, choisie par {name}",
+    "captions.unsupported_language":
+      "(parle une langue que ce modèle de sous-titrage ne sait pas transcrire : il faut un autre modèle pour sous-titrer cette langue)",
+    "captions.language_auto": "Automatique (la langue de chacun)",
     "captions.region": "Sous-titres en direct",
     "captions.log": "Sous-titres définitifs",
     "health.live": "Sous-titres en direct",
