@@ -94,7 +94,7 @@ async def run(speakers: int, seconds: float, warmup: float) -> dict[str, Any]:
     )
     bots: list[SfuClient] = []
     try:
-        while meeting.hub.state(ROOM).captioners == 0:
+        while not meeting.hub.state(ROOM).captioner:
             await asyncio.sleep(0.1)
         await asyncio.sleep(warmup)
         idle = await _measure(sidecar.pid, seconds / 2)

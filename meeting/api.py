@@ -34,7 +34,6 @@ from common.exceptions import (
 )
 from meeting.hub import CaptionHub, Subscription
 from meeting.protocol import (
-    CLIENT_MAX_BYTES,
     Ack,
     Auth,
     CloseCode,
@@ -47,6 +46,7 @@ from meeting.protocol import (
     Publication,
     PublishReply,
     ServerMessage,
+    SetCaptions,
     close_code_for,
     parse_client,
     parse_publish,
@@ -138,7 +138,7 @@ class CaptionsApi:
         try:
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    reply = _client_reply(msg.data, max_bytes=self.limits.max_client_message_bytes)
+                    reply = self._client_message(grants, msg.data)
                     if reply is not None:
                         sub.put(reply)
         finally:
@@ -146,6 +146,32 @@ class CaptionsApi:
             self.hub.unsubscribe(sub)
             await cancel_and_wait(sender)
         return ws
+
+    def _client_message(self, grants: Grants, data: str | bytes) -> ServerMessage | None:
+        """Acts on one page message: a ping, or a host's change of the room's captions.
+
+        The reply, if any: a ``pong``, or an ``error`` (malformed, or ``forbidden`` for a
+        host action by anyone else; nothing changes then).
+        """
+        try:
+            message = parse_client(data, max_bytes=self.limits.max_client_message_bytes)
+        except ProtocolError as exc:
+            return Error(error_code(exc), str(exc)[:200])
+        if isinstance(message, Ping):
+            return Pong(message.id)
+        if isinstance(message, Auth):
+            return Error("malformed", "already authenticated")
+        by = Person(grants.identity, grants.display_name)
+        try:
+            if isinstance(message, SetCaptions):
+                require_host(grants, "turn captions on or off")
+                self.hub.set_captions(grants.room, message.enabled, by=by)
+            else:
+                require_host(grants, "set the language")
+                self.hub.set_language(grants.room, message.language, by=by)
+        except AuthError as exc:
+            return Error(exc.code, str(exc))
+        return None
 
     async def _send_loop(self, ws: web.WebSocketResponse, sub: Subscription) -> None:
         # Every send has a deadline: aiohttp's writer waits (drains) while the kernel's
@@ -236,7 +262,10 @@ class CaptionsApi:
             await self._refuse(ws, ForbiddenError("only the captioner may publish captions"))
             return ws
         room = grants.room
-        self.hub.captioner_attached(room)
+        # The room's state (room_state, as pages get it) reaches the captioner from its
+        # own sender task; acks are sent inline (aiohttp serialises concurrent sends).
+        sub = self.hub.attach_captioner(room)
+        sender = asyncio.create_task(self._send_loop(ws, sub))
         self._sockets.add(ws)
         writes: asyncio.Queue[tuple[str, Publication]] = asyncio.Queue(
             self.limits.max_pending_writes
@@ -256,7 +285,7 @@ class CaptionsApi:
                     await ws.send_str(serialize_publish_reply(reply))
         finally:
             self._sockets.discard(ws)
-            self.hub.captioner_detached(room)
+            self.hub.unsubscribe(sub)
             # Finals already broadcast are still stored (the publisher may never come back).
             if not await bounded(
                 writes.join(),
@@ -265,6 +294,7 @@ class CaptionsApi:
             ):
                 log.warning("%d finals of %s unstored at disconnect", writes.qsize(), room)
             await cancel_and_wait(writer)
+            await cancel_and_wait(sender)
         return ws
 
     async def _write_finals(
@@ -399,19 +429,6 @@ def _backed_up(ws: web.WebSocketResponse) -> bool:
     """Whether data waits in the transport because the kernel's send buffer is full."""
     transport = _transport(ws)
     return transport is not None and transport.get_write_buffer_size() > 0
-
-
-def _client_reply(data: str | bytes, *, max_bytes: int = CLIENT_MAX_BYTES) -> ServerMessage | None:
-    """Answers one page message on /captions (ping); an error for anything else."""
-    try:
-        message = parse_client(data, max_bytes=max_bytes)
-    except ProtocolError as exc:
-        return Error(error_code(exc), str(exc)[:200])
-    if isinstance(message, Ping):
-        return Pong(message.id)
-    if isinstance(message, Auth):
-        return Error("malformed", "already authenticated")
-    return Error("forbidden", "host actions are not accepted here yet")
 
 
 def install_captions_api(

@@ -88,9 +88,9 @@ class Meeting:
         self.runner = runner
         self.secret = settings.secret
         self.store = open_store(database_url, Path(settings.data_dir))
-        self.hub = CaptionHub(self.store)
         self.language = language or runner.engine.info.languages[0]
-        self.app = create_app(settings, language=self.language)
+        self.hub = CaptionHub(self.store, default_language=self.language)
+        self.app = create_app(settings)
         add_page_routes(self.app)
         self.api = install_captions_api(
             self.app, self.hub, self.secret, retention_hours=retention_hours

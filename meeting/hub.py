@@ -1,8 +1,12 @@
-"""Per-room fan-out of caption events to every ``/captions`` client.
+"""Per-room caption state and fan-out of caption events to every ``/captions`` client.
 
-The sidecar hands each room's events to :class:`CaptionHub`, which puts every message
-into each client's own :class:`ClientQueue` (a slow client therefore never delays the
-others) and stores finals in the :class:`~meeting.store.TranscriptStore`.
+:class:`CaptionHub` is the one owner of a room's caption state (on/off, language, who
+changed it, captioner presence, degraded): hosts change it through :mod:`meeting.api`,
+the captioner reports its languages and degraded, and every change goes to the pages and
+to the captioner (over ``/captions/publish``). The sidecar hands each room's events to
+the hub, which stores finals in the :class:`~meeting.store.TranscriptStore` and puts
+every message into each client's own :class:`ClientQueue`; a slow client therefore never
+delays the others.
 
 Live captions never wait for the database: a final is broadcast at once (once: a final
 sent again after a publisher's reconnect is recognised by ``(room, stream, utterance)``
@@ -151,25 +155,37 @@ class Subscription:
 
 @dataclass
 class RoomCaptions:
-    """A room's caption state; :meth:`message` is what pages are told."""
+    """A room's caption state, owned here; :meth:`message` is what everyone is told.
+
+    Hosts change ``enabled`` and ``language`` (checked in :mod:`meeting.api`); the
+    captioner reports only what it alone knows: ``languages``, ``degraded`` and the
+    number of participants it sees.
+    """
 
     room: str
     enabled: bool = True
     language: str | None = None
+    """The language the host chose (or the server's default)."""
     changed_by: Person | None = None
-    captioners: int = 0
     degraded: bool = False
     participants: int = 0
     languages: tuple[str, ...] = ()
     saving: bool = True
 
-    def message(self) -> RoomState:
+    @property
+    def effective_language(self) -> str | None:
+        """The chosen language if the captioner supports it, else its first one."""
+        if not self.languages or self.language in self.languages:
+            return self.language
+        return self.languages[0]
+
+    def message(self, *, captioner: bool) -> RoomState:
         return RoomState(
             room=self.room,
             enabled=self.enabled,
-            language=self.language,
+            language=self.effective_language,
             changed_by=self.changed_by,
-            captioner=self.captioners > 0,
+            captioner=captioner,
             degraded=self.degraded,
             languages=self.languages,
             saving=self.saving,
@@ -180,7 +196,11 @@ class RoomCaptions:
 class _Room:
     state: RoomCaptions
     subscribers: set[Subscription] = field(default_factory=set)
+    captioners: set[Subscription] = field(default_factory=set)
     seen: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
+
+    def message(self) -> RoomState:
+        return self.state.message(captioner=bool(self.captioners))
 
 
 @dataclass(frozen=True)
@@ -192,7 +212,8 @@ class StoreRetry:
 
 
 class CaptionHub:
-    """Rooms, their subscribers and state; the single place caption events go through."""
+    """Rooms, their subscribers and caption state; the one owner of that state, and the
+    single place caption events go through."""
 
     def __init__(
         self,
@@ -202,12 +223,14 @@ class CaptionHub:
         max_pending_finals: int = 256,
         dedup_window: int = 4096,
         retry: StoreRetry | None = None,
+        default_language: str | None = None,
     ) -> None:
         self.store = store
         self.backlog = backlog
         self.max_pending_finals = max_pending_finals
         self.dedup_window = dedup_window
         self.retry = retry or StoreRetry()
+        self.default_language = default_language
         self._rooms: dict[str, _Room] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.store_failures = 0
@@ -222,7 +245,8 @@ class CaptionHub:
     def _room(self, room: str) -> _Room:
         entry = self._rooms.get(room)
         if entry is None:
-            entry = self._rooms[room] = _Room(RoomCaptions(room, saving=self.saving))
+            state = RoomCaptions(room, language=self.default_language, saving=self.saving)
+            entry = self._rooms[room] = _Room(state)
         return entry
 
     # -- store health ---------------------------------------------------------------
@@ -242,25 +266,26 @@ class CaptionHub:
 
     def _set_saving(self, saving: bool) -> None:
         self.saving = saving
-        for name, entry in list(self._rooms.items()):
+        for entry in list(self._rooms.values()):
             entry.state.saving = saving
-            self._broadcast(name, entry.state.message())
+            self._broadcast_state(entry)
 
-    def state(self, room: str) -> RoomCaptions:
-        return self._room(room).state
+    def state(self, room: str) -> RoomState:
+        """What pages and the captioner are told about the room now."""
+        return self._room(room).message()
 
     def subscribers(self, room: str) -> int:
         entry = self._rooms.get(room)
         return len(entry.subscribers) if entry else 0
 
-    # -- clients --------------------------------------------------------------------
+    # -- pages ----------------------------------------------------------------------
 
     def live_rooms(self) -> list[str]:
         """Rooms on this node with participants present (as their captioner reports)."""
         return [name for name, entry in self._rooms.items() if entry.state.participants > 0]
 
     async def subscribe(self, room: str, hello: Hello) -> Subscription:
-        """Registers a client; its queue starts with hello, the backlog and the room state.
+        """Registers a page; its queue starts with hello, the backlog and the room state.
 
         With the store unavailable the backlog is empty (live captions still flow)."""
         sub = Subscription(room, max_finals=self.max_pending_finals)
@@ -271,21 +296,59 @@ class CaptionHub:
             self._store_failed(f"reading the backlog of {room}", exc)
             recent = []
         sub.put(Backlog(tuple(recent)))
-        sub.put(self.state(room).message())
-        self._room(room).subscribers.add(sub)
+        entry = self._room(room)
+        sub.put(entry.message())
+        entry.subscribers.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        """Forgets a page or a captioner (idempotent)."""
         entry = self._rooms.get(sub.room)
-        if entry is not None:
-            entry.subscribers.discard(sub)
-            self._forget_if_idle(sub.room)
+        if entry is None:
+            return
+        entry.subscribers.discard(sub)
+        if sub in entry.captioners:
+            entry.captioners.discard(sub)
+            if not entry.captioners:
+                entry.state.degraded = False
+                self.touch(sub.room, active=False)
+                self._broadcast_state(entry)
+        self._forget_if_idle(sub.room)
 
     def _broadcast(self, room: str, message: ServerMessage) -> None:
         for sub in list(self._room(room).subscribers):
             sub.put(message)
 
+    def _broadcast_state(self, entry: _Room) -> None:
+        message = entry.message()
+        for sub in [*entry.subscribers, *entry.captioners]:
+            sub.put(message)
+
+    # -- host actions (the caller checked the host grant) ----------------------------
+
+    def set_captions(self, room: str, enabled: bool, *, by: Person) -> None:
+        """Captions on or off for everyone; off means no audio reaches the engine."""
+        entry = self._room(room)
+        entry.state.enabled, entry.state.changed_by = enabled, by
+        self._broadcast_state(entry)
+
+    def set_language(self, room: str, language: str, *, by: Person) -> None:
+        entry = self._room(room)
+        entry.state.language, entry.state.changed_by = language, by
+        self._broadcast_state(entry)
+
     # -- captioner side -------------------------------------------------------------
+
+    def attach_captioner(self, room: str) -> Subscription:
+        """Registers a captioner; its queue gets the room state now and on every change."""
+        entry = self._room(room)
+        sub = Subscription(room, max_finals=self.max_pending_finals)
+        entry.captioners.add(sub)
+        if len(entry.captioners) == 1:
+            self._broadcast_state(entry)
+        else:
+            sub.put(entry.message())
+        return sub
 
     def publish(
         self,
@@ -363,31 +426,14 @@ class CaptionHub:
             task.cancel()
 
     def update_status(self, room: str, status: SidecarStatus) -> None:
-        """Applies a sidecar status (captions, language, changed_by, degraded, participants)."""
-        state = self.state(room)
-        before = state.message()
-        state.enabled, state.language = status.enabled, status.language
-        state.changed_by = status.changed_by or state.changed_by
-        state.languages, state.degraded = status.languages, status.degraded
-        state.participants = status.participants
+        """Applies what only the captioner knows: its languages, degraded, participants."""
+        entry = self._room(room)
+        before = entry.message()
+        entry.state.languages, entry.state.degraded = status.languages, status.degraded
+        entry.state.participants = status.participants
         self.touch(room, active=status.participants > 0)
-        if state.message() != before:
-            self._broadcast(room, state.message())
-
-    def captioner_attached(self, room: str) -> None:
-        state = self.state(room)
-        state.captioners += 1
-        if state.captioners == 1:
-            self._broadcast(room, state.message())
-
-    def captioner_detached(self, room: str) -> None:
-        state = self.state(room)
-        state.captioners = max(0, state.captioners - 1)
-        if state.captioners == 0:
-            state.degraded = False
-            self.touch(room, active=False)
-            self._broadcast(room, state.message())
-            self._forget_if_idle(room)
+        if entry.message() != before:
+            self._broadcast_state(entry)
 
     async def delete_transcript(self, room: str, by: Person) -> int:
         """Deletes the room's transcript (raises StoreUnavailableError) and tells its clients."""
@@ -398,5 +444,5 @@ class CaptionHub:
 
     def _forget_if_idle(self, room: str) -> None:
         entry = self._rooms.get(room)
-        if entry is not None and not entry.subscribers and entry.state.captioners == 0:
+        if entry is not None and not entry.subscribers and not entry.captioners:
             del self._rooms[room]

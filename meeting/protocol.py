@@ -182,10 +182,6 @@ class SidecarStatus:
     degraded: bool = False
     participants: int = 0
     languages: tuple[str, ...] = ()
-    # The state the sidecar applies, relayed from the SFU (to be owned by the hub).
-    enabled: bool = True
-    language: str | None = None
-    changed_by: Person | None = None
 
 
 PublishMessage = Publication | SidecarStatus
@@ -569,9 +565,6 @@ def _sidecar_status(f: _Fields) -> SidecarStatus:
         degraded=f.boolean("degraded"),
         participants=f.integer("participants", high=1_000_000),
         languages=f.languages("languages"),
-        enabled=f.boolean("enabled"),
-        language=f.language("language", optional=True),
-        changed_by=f.person("changed_by", optional=True),
     )
 
 
@@ -607,9 +600,6 @@ def serialize_publish(message: PublishMessage) -> str:
             "degraded": message.degraded,
             "participants": message.participants,
             "languages": list(message.languages),
-            "enabled": message.enabled,
-            "language": message.language,
-            "changed_by": _person(message.changed_by),
         }
     )
 

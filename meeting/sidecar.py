@@ -20,7 +20,8 @@ Following the room (:class:`RoomCaptioner`, free of network I/O):
 - someone who rejoins gets a fresh stream;
 - captions *off* (set by the host) closes every stream and drops all audio before the
   engine; *on* resumes; a new room language reopens streams in that language when the
-  engine supports it.
+  engine supports it. The room's state comes from the server's hub, its one owner, over
+  ``/captions/publish``; until the sidecar has heard it, no audio is captioned.
 
 Word times stay on the wall clock across the audio that is not pushed: each stream keeps
 anchors (stream time, wall time) taken whenever audio resumes after a gap, and every
@@ -52,8 +53,8 @@ from meeting.protocol import (
     Ack,
     Error,
     NotSaved,
-    Person,
     Publication,
+    RoomState,
     SidecarStatus,
     parse_publish_reply,
     serialize_publish,
@@ -69,7 +70,7 @@ class CaptionSink(Protocol):
         """Hands over one event; never blocks."""
 
     def status(self, status: SidecarStatus) -> None:
-        """Hands over the room's caption state as the sidecar applies it."""
+        """Hands over what only the captioner knows (languages, degraded, participants)."""
 
 
 class _Anchors:
@@ -225,7 +226,6 @@ class RoomCaptioner:
         self.sink = sink
         self.enabled = enabled
         self.language = language
-        self.changed_by: Person | None = None
         self.feeds: dict[str, SpeakerFeed] = {}
         self._feed_options: dict[str, Any] = {
             "silence_level": silence_level,
@@ -250,9 +250,6 @@ class RoomCaptioner:
             degraded=self.degraded,
             participants=self.participants,
             languages=tuple(self.runner.engine.info.languages),
-            enabled=self.enabled,
-            language=self.engine_language or self.runner.engine.info.languages[0],
-            changed_by=self.changed_by,
         )
 
     def _feed(self, identity: str, name: str) -> SpeakerFeed:
@@ -321,18 +318,13 @@ class RoomCaptioner:
         task.add_done_callback(self._ending.discard)
         return task
 
-    async def set_state(
-        self,
-        *,
-        enabled: bool,
-        language: str | None,
-        changed_by: Person | None = None,
-    ) -> None:
-        """Applies the host's caption state: off closes streams, a new language reopens them."""
+    async def set_state(self, *, enabled: bool, language: str | None) -> None:
+        """Applies the room's caption state: off closes streams, a new language reopens them."""
         language_changed = language != self.language
         was_enabled = self.enabled
+        if enabled == was_enabled and not language_changed:
+            return
         self.enabled, self.language = enabled, language
-        self.changed_by = changed_by or self.changed_by
         if (was_enabled and not enabled) or language_changed:
             ending = [self._end_in_background(feed) for feed in self.feeds.values()]
             await asyncio.shield(asyncio.gather(*ending))
@@ -365,6 +357,9 @@ class CaptionPublisher:
     store is far behind: the final went out live, storing it must wait); only the newest
     partial per ``(speaker, utterance)`` is kept, and partials are dropped while
     disconnected; only the newest status is kept.
+
+    The server answers with acks and with the room's caption state, on connect and on
+    every change: the newest is :attr:`room_state`; :meth:`next_room_state` waits for one.
     """
 
     def __init__(
@@ -394,6 +389,9 @@ class CaptionPublisher:
         self._connected = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.room_state: RoomState | None = None
+        self.room_states = 0
+        self._room_state_changed = asyncio.Event()
         self.dropped_finals = 0
         self.connected_event = asyncio.Event()
 
@@ -417,6 +415,13 @@ class CaptionPublisher:
         self._status = status
         self._status_dirty = True
         self._work.set()
+
+    async def next_room_state(self, after: int) -> tuple[int, RoomState]:
+        """The newest room state once more than ``after`` were received, and their count."""
+        while self.room_states <= after or self.room_state is None:
+            self._room_state_changed.clear()
+            await self._room_state_changed.wait()
+        return self.room_states, self.room_state
 
     @property
     def unacked(self) -> int:
@@ -511,6 +516,10 @@ class CaptionPublisher:
             elif isinstance(reply, NotSaved):
                 self._resend_at[reply.seq] = time.monotonic() + self.resend_seconds
                 self._work.set()
+            elif isinstance(reply, RoomState):
+                self.room_state = reply
+                self.room_states += 1
+                self._room_state_changed.set()
             elif isinstance(reply, Error):
                 log.warning("server refused a caption message: %s", reply.message)
 
@@ -577,28 +586,32 @@ class Sidecar:
             await self._client.leave()
 
     async def _follow(self, client: Any) -> None:
-        state = client.captions or {}
+        # Nothing is captioned until the hub has said whether captions are on.
+        state = self.publisher.room_state
         captioner = self.captioner = RoomCaptioner(
             client.room,
             self.runner,
             self.publisher,
-            enabled=bool(state.get("enabled", True)),
-            language=state.get("language"),
+            enabled=state.enabled if state is not None else False,
+            language=state.language if state is not None else None,
             **self.captioner_options,
         )
-        captioner.changed_by = _person(state.get("changed_by"))
         captioner.set_participants(len(client.participants))
         self.publisher.status(captioner.status())
         for participant in client.participants.values():
             captioner.set_muted(participant.identity, participant.name, participant.audio_muted)
         self.joined.set()
         consumers: dict[str, asyncio.Task[None]] = {}
+        follower = asyncio.create_task(
+            self._follow_state(captioner, seen=0 if state is None else -1)
+        )
         try:
             async for event in client.events():
                 if event.type == "closed" or self._stop.is_set():
                     break
                 await self._on_event(client, captioner, event, consumers)
         finally:
+            await cancel_and_wait(follower)
             await asyncio.gather(*(cancel_and_wait(task) for task in consumers.values()))
             await captioner.aclose()
             self.joined.clear()
@@ -627,14 +640,14 @@ class Sidecar:
             if task is not None:
                 task.cancel()
             await captioner.participant_left(identity)
-        elif event.type == "room_state":
-            await captioner.set_state(
-                enabled=bool(event.data.get("enabled", True)),
-                language=event.data.get("language"),
-                changed_by=_person(event.data.get("changed_by")),
-            )
         if event.type in ("participant_joined", "participant_left"):
             captioner.set_participants(len(client.participants))
+
+    async def _follow_state(self, captioner: RoomCaptioner, *, seen: int) -> None:
+        """Applies every room state the hub sends (host on/off, language)."""
+        while True:
+            seen, state = await self.publisher.next_room_state(seen)
+            await captioner.set_state(enabled=state.enabled, language=state.language)
 
     @staticmethod
     async def _consume(captioner: RoomCaptioner, participant: Any, track: Any) -> None:
@@ -642,10 +655,3 @@ class Sidecar:
             captioner.audio(participant.identity, participant.name, pcm, rate)
         # The track ended (unpublished): the speaker's last words become final.
         await captioner.participant_left(participant.identity)
-
-
-def _person(data: Any) -> Person | None:
-    """``changed_by`` as the SFU reports it."""
-    if not isinstance(data, dict):
-        return None
-    return Person(str(data.get("identity", "")), str(data.get("name") or ""))

@@ -14,8 +14,6 @@ Usage::
             asyncio.create_task(consume(event.participant, event.track))
         elif event.type == "participant_updated":                 # mute state
             print(event.participant.identity, event.participant.audio_muted)
-        elif event.type == "room_state":
-            print(client.captions)       # {"enabled", "language", "changed_by", ...}
     ...
     async def consume(participant, track):
         async for pcm, rate in track.pcm():          # float32 mono, 48000 Hz
@@ -23,16 +21,14 @@ Usage::
     await client.close()
 
 Events (``ClientEvent.type``): ``participant_joined``, ``participant_left``,
-``participant_updated`` (mute/publish changes), ``room_state`` (caption state changed;
-also in :attr:`SfuClient.captions`), ``track`` (a new remote track: ``participant``,
+``participant_updated`` (mute/publish changes), ``track`` (a new remote track: ``participant``,
 ``track``), ``track_ended``, ``error`` (``data`` has ``code`` and ``message``),
 ``closed`` (the server closed the socket; ``data["code"]`` is the close code).
 
 Remote participants are in :attr:`SfuClient.participants` (identity ->
 :class:`RemoteParticipant` with ``identity``, ``name``, ``role``, ``audio_muted``,
 ``video_muted``, ``audio`` and ``video`` tracks). Hidden participants (the captioner)
-never appear. Host actions: :meth:`SfuClient.set_captions`, :meth:`SfuClient.set_language`;
-a refusal arrives as an ``error`` event with code ``forbidden``.
+never appear. A refused action arrives as an ``error`` event with code ``forbidden``.
 
 Bounded queues: the event queue holds 1000 events and each remote track 50 audio /
 30 video frames; when full the oldest entry is dropped (and counted in ``dropped``).
@@ -169,7 +165,6 @@ class SfuClient:
         self.me: dict[str, Any] = {}
         self.room = ""
         self.participants: dict[str, RemoteParticipant] = {}
-        self.captions: dict[str, Any] = {}
         self.errors: list[dict[str, Any]] = []
         self.close_code: int | None = None
         self.publisher_pc: RTCPeerConnection | None = None
@@ -281,12 +276,6 @@ class SfuClient:
     async def set_muted(self, kind: str, muted: bool) -> None:
         await self._send({"type": "mute", "kind": kind, "muted": muted})
 
-    async def set_captions(self, enabled: bool) -> None:
-        await self._send({"type": "set_captions", "enabled": enabled})
-
-    async def set_language(self, language: str) -> None:
-        await self._send({"type": "set_language", "language": language})
-
     async def send_raw(self, text: str) -> None:
         """Sends any text frame (tests use it for malformed input)."""
         await self._ws.send_str(text)
@@ -357,7 +346,6 @@ class SfuClient:
     def _on_joined(self, message: dict[str, Any]) -> None:
         self.me = message.get("you", {})
         self.room = str(message.get("room", ""))
-        self.captions = message.get("captions", {})
         for info in message.get("participants", []):
             self._participant(info).update(info)
 
@@ -403,9 +391,6 @@ class SfuClient:
         elif kind == "participant_left":
             gone = self.participants.pop(message["identity"], None)
             self._emit(ClientEvent(kind, participant=gone, data=message))
-        elif kind == "room_state":
-            self.captions = message["captions"]
-            self._emit(ClientEvent(kind, data=message["captions"]))
         elif kind == "error":
             self.errors.append(message)
             self._emit(ClientEvent("error", data=message))

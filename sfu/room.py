@@ -1,4 +1,4 @@
-"""Rooms: who is in them, what they publish, and the room's caption state.
+"""Rooms: who is in them and what they publish.
 
 Rooms are created on first join and forgotten when the last participant leaves. A room
 only holds state and decides who must hear about a change; media and sockets live in
@@ -7,9 +7,7 @@ only holds state and decides who must hear about a change; media and sockets liv
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from common.exceptions import RoomFullError
@@ -18,41 +16,9 @@ if TYPE_CHECKING:
     from sfu.peer import Peer
 
 
-@dataclass
-class CaptionState:
-    """Captions on/off and the language, for the whole room; only hosts change it."""
-
-    enabled: bool = True
-    language: str = "en"
-    changed_by_identity: str | None = None
-    changed_by_name: str | None = None
-    changed_at: float | None = None
-
-    def change(self, identity: str, name: str, **values: Any) -> None:
-        for key, value in values.items():
-            setattr(self, key, value)
-        self.changed_by_identity = identity
-        self.changed_by_name = name
-        self.changed_at = time.time()
-
-    def to_json(self) -> dict[str, Any]:
-        changed_by = (
-            {"identity": self.changed_by_identity, "name": self.changed_by_name}
-            if self.changed_by_identity
-            else None
-        )
-        return {
-            "enabled": self.enabled,
-            "language": self.language,
-            "changed_by": changed_by,
-            "changed_at": self.changed_at,
-        }
-
-
 class Room:
-    def __init__(self, name: str, *, language: str = "en", max_participants: int = 100) -> None:
+    def __init__(self, name: str, *, max_participants: int = 100) -> None:
         self.name = name
-        self.captions = CaptionState(language=language)
         self.max_participants = max_participants
         self.peers: dict[str, Peer] = {}
 
@@ -89,17 +55,14 @@ class Room:
 class Rooms:
     """Every live room, by name."""
 
-    def __init__(self, *, language: str = "en", max_participants: int = 100) -> None:
+    def __init__(self, *, max_participants: int = 100) -> None:
         self._rooms: dict[str, Room] = {}
-        self._language = language
         self._max_participants = max_participants
 
     def get_or_create(self, name: str) -> Room:
         room = self._rooms.get(name)
         if room is None:
-            room = self._rooms[name] = Room(
-                name, language=self._language, max_participants=self._max_participants
-            )
+            room = self._rooms[name] = Room(name, max_participants=self._max_participants)
         return room
 
     def get(self, name: str) -> Room | None:

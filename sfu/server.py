@@ -5,8 +5,8 @@
 the caption routes to the same app.
 
 Other components reach the live state through ``app[SFU]`` (an :class:`SfuServer`):
-rooms, and listeners called when a room opens, goes idle (no visible participant left)
-or changes its caption state. ``captions serve`` adds the caption routes to the same app.
+rooms, and listeners called when a room opens or goes idle (no visible participant
+left). The SFU knows nothing of captions: their state lives in the meeting layer.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from common.exceptions import (
 )
 from common.security_headers import SERVER_NAME, security_headers
 from sfu.peer import OUTBOX_MESSAGES, Peer
-from sfu.room import CaptionState, Room, Rooms
+from sfu.room import Room, Rooms
 from sfu.settings import Settings
 from sfu.signalling import (
     Answer,
@@ -44,13 +44,11 @@ from sfu.signalling import (
     Mute,
     Offer,
     Ping,
-    SetCaptions,
-    SetLanguage,
     encode,
     error_code,
     error_message,
 )
-from sfu.tokens import Grants, require_host, verify_token
+from sfu.tokens import Grants, verify_token
 
 logger = logging.getLogger(__name__)
 CLOSE_TIMEOUT_SECONDS = 5.0  # for each socket and task on shutdown
@@ -61,16 +59,14 @@ RoomListener = Callable[[Room], None]
 class SfuServer:
     """Live SFU state shared by every signalling connection of one app."""
 
-    def __init__(self, settings: Settings, *, language: str = "en") -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.secret = settings.secret
-        self.rooms = Rooms(language=language, max_participants=settings.max_participants_per_room)
+        self.rooms = Rooms(max_participants=settings.max_participants_per_room)
         self.on_room_opened: list[RoomListener] = []
         """Called when a visible participant joins a room that had none."""
         self.on_room_idle: list[RoomListener] = []
         """Called when the last visible participant has left a room."""
-        self.on_caption_state: list[RoomListener] = []
-        """Called after a host changed ``room.captions``."""
         self._sockets: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -239,8 +235,6 @@ class Connection:
                 self.room.broadcast(
                     {"type": "participant_updated", "participant": self.peer.describe()}
                 )
-        elif isinstance(message, SetCaptions | SetLanguage):
-            self._change_captions(self.peer, self.room, message)
         elif isinstance(message, Leave):
             await self.close(CloseCode.NORMAL, "left")
 
@@ -274,7 +268,6 @@ class Connection:
                 "room": room.name,
                 "you": peer.describe(),
                 "participants": room.visible_others(peer),
-                "captions": room.captions.to_json(),
                 "limits": {"max_message_bytes": self.server.settings.max_message_bytes},
             }
         )
@@ -310,19 +303,6 @@ class Connection:
             self.server.spawn(other.renegotiate())
         room.broadcast({"type": "participant_updated", "participant": peer.describe()})
 
-    def _change_captions(self, peer: Peer, room: Room, message: SetCaptions | SetLanguage) -> None:
-        action = (
-            "turn captions on or off" if isinstance(message, SetCaptions) else "set the language"
-        )
-        require_host(peer.grants, action)
-        state: CaptionState = room.captions
-        if isinstance(message, SetCaptions):
-            state.change(peer.identity, peer.name, enabled=message.enabled)
-        else:
-            state.change(peer.identity, peer.name, language=message.language)
-        room.broadcast({"type": "room_state", "captions": state.to_json()})
-        self.server._notify(self.server.on_caption_state, room)
-
     async def leave(self) -> None:
         peer, room = self.peer, self.room
         self.peer = self.room = None
@@ -344,20 +324,19 @@ async def _drop_peer(server: SfuServer, peer: Peer, room: Room, *, announce: boo
 
 
 def _wire_type(class_name: str) -> str:
-    names = {"SetCaptions": "set_captions", "SetLanguage": "set_language"}
-    return names.get(class_name, class_name.lower())
+    return class_name.lower()
 
 
 SFU = web.AppKey("sfu", SfuServer)
 
 
-def create_app(settings: Settings, *, language: str = "en") -> web.Application:
+def create_app(settings: Settings) -> web.Application:
     """The SFU as an aiohttp application; ``app[SFU]`` is its :class:`SfuServer`."""
     if settings.ice_loopback:
         _offer_loopback_candidates()
     app = web.Application(client_max_size=settings.max_message_bytes)
     install_security_headers(app)
-    server = SfuServer(settings, language=language)
+    server = SfuServer(settings)
     app[SFU] = server
 
     async def signalling(request: web.Request) -> web.StreamResponse:

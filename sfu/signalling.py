@@ -13,7 +13,6 @@ not, protocol errors so far), explicit and resettable.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,7 +33,6 @@ JOIN_TIMEOUT_SECONDS = 10.0
 MediaKind = Literal["audio", "video"]
 PcName = Literal["publisher", "subscriber"]
 KINDS: tuple[MediaKind, ...] = ("audio", "video")
-LANGUAGE_PATTERN = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8})?$")
 
 
 # ---------------------------------------------------------------- client -> server
@@ -75,16 +73,6 @@ class Mute:
 
 
 @dataclass(frozen=True)
-class SetCaptions:
-    enabled: bool
-
-
-@dataclass(frozen=True)
-class SetLanguage:
-    language: str
-
-
-@dataclass(frozen=True)
 class Leave:
     pass
 
@@ -94,7 +82,7 @@ class Ping:
     id: str | int | None = None
 
 
-ClientMessage = Join | Offer | Answer | Candidate | Mute | SetCaptions | SetLanguage | Leave | Ping
+ClientMessage = Join | Offer | Answer | Candidate | Mute | Leave | Ping
 
 
 def parse_client_message(
@@ -140,13 +128,6 @@ def parse_client_message(
         if media not in KINDS:
             raise MalformedMessageError("mute.kind must be 'audio' or 'video'")
         return Mute(kind=media, muted=_required(obj, "muted", bool))
-    if kind == "set_captions":
-        return SetCaptions(enabled=_required(obj, "enabled", bool))
-    if kind == "set_language":
-        language = _required(obj, "language", str)
-        if not LANGUAGE_PATTERN.match(language):
-            raise MalformedMessageError("set_language.language must look like 'en' or 'pt-BR'")
-        return SetLanguage(language=language)
     if kind == "leave":
         return Leave()
     if kind == "ping":
@@ -242,7 +223,6 @@ SERVER_TYPES = frozenset(
         "participant_joined",
         "participant_left",
         "participant_updated",
-        "room_state",
         "pong",
         "error",
     }

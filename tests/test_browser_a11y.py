@@ -42,10 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer
     if not AXE.exists():
         pytest.skip(f"{AXE} missing: scripts/system-deps.sh installs axe-core from npm")
     with sfu_server(SECRET, tmp_path_factory.mktemp("a11y"), captions=True) as server:
-        server.call(server.hub.captioner_attached, ROOM)
-        server.call(
-            server.hub.update_status, ROOM, SidecarStatus(languages=("en", "fr"), language="en")
-        )
+        server.call(server.hub.attach_captioner, ROOM)
+        server.call(server.hub.update_status, ROOM, SidecarStatus(languages=("en", "fr")))
         yield server
 
 

@@ -41,8 +41,8 @@ def meeting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProces
         browser_page(playwright) as host,
         browser_page(playwright) as guest,
     ):
-        server.call(server.hub.captioner_attached, ROOM)
-        server.call(server.hub.update_status, ROOM, SidecarStatus(languages=LANGS, language="en"))
+        attach_captioner(server)
+        server.call(server.hub.update_status, ROOM, SidecarStatus(languages=LANGS))
         for page, name, role in ((host, "Hana", "host"), (guest, "Gil", "guest")):
             page.add_init_script(CSP_WATCH)
             page.goto(link(server.url, name, role))
@@ -57,6 +57,13 @@ window.__cspViolations = [];
 document.addEventListener("securitypolicyviolation",
   (e) => window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
 """
+
+
+CAPTIONERS: list[Any] = []  # the test's stand-in captioner's hub subscription
+
+
+def attach_captioner(server: InProcessServer) -> None:
+    server.call(lambda: CAPTIONERS.append(server.hub.attach_captioner(ROOM)))
 
 
 def publish(server: InProcessServer, event: CaptionEvent) -> None:
@@ -95,10 +102,10 @@ def test_health_follows_the_captioner(meeting: Any) -> None:
         page.wait_for_selector("[data-testid=captions-health][data-state=degraded]")
         assert "delayed" in page.inner_text("[data-testid=captions-health]")
     server.call(server.hub.update_status, ROOM, SidecarStatus(languages=LANGS))
-    server.call(server.hub.captioner_detached, ROOM)
+    server.call(lambda: server.hub.unsubscribe(CAPTIONERS.pop()))
     for page in (host, guest):
         page.wait_for_selector("[data-testid=captions-health][data-state=offline]")
-    server.call(server.hub.captioner_attached, ROOM)
+    attach_captioner(server)
     for page in (host, guest):
         page.wait_for_selector("[data-testid=captions-health][data-state=live]")
 

@@ -101,7 +101,9 @@ async def test_hub_backlog_state_and_fanout(tmp_path: Path) -> None:
     for i, text in enumerate(["one", "two", "three"]):
         assert hub.publish("r", event(i, "final", text), stream="s")
         await hub.persist("r", event(i, "final", text), stream="s", stream_started_at=0.0)
-    hub.captioner_attached("r")
+    captioner = hub.attach_captioner("r")
+    first = await captioner.next()
+    assert isinstance(first, RoomState) and first.enabled and first.captioner
     late = await hub.subscribe("r", HELLO)
     other_room = await hub.subscribe("x", HELLO)
     assert await late.next() == HELLO
@@ -111,7 +113,7 @@ async def test_hub_backlog_state_and_fanout(tmp_path: Path) -> None:
     state = await late.next()
     assert isinstance(state, RoomState) and state.captioner
 
-    hub.update_status("r", SidecarStatus(enabled=False, changed_by=Person("h", "H")))
+    hub.set_captions("r", False, by=Person("h", "H"))
     hub.publish("r", event(3, "partial", "four"), stream="s")
     # A resent final is stored once and not broadcast again.
     assert not hub.publish("r", event(2, "final", "three"), stream="s")
@@ -128,3 +130,39 @@ async def test_hub_backlog_state_and_fanout(tmp_path: Path) -> None:
     assert len(other_room.queue) == 0
     hub.unsubscribe(late)
     assert hub.subscribers("r") == 0
+    # The captioner is told every change of the state: here, off by the host.
+    second = await captioner.next()
+    assert isinstance(second, RoomState) and not second.enabled
+    assert len(captioner.queue) == 0  # captions never go to the captioner
+
+
+async def test_the_hub_owns_the_state_and_the_captioner_reports_only_its_own(
+    tmp_path: Path,
+) -> None:
+    hub = CaptionHub(SqliteTranscriptStore(tmp_path / "t.sqlite"), default_language="fr")
+    page = await hub.subscribe("r", HELLO)
+    for _ in range(3):
+        await page.next()
+    assert hub.state("r").language == "fr" and not hub.state("r").captioner
+    captioner = hub.attach_captioner("r")
+    assert (await page.next()) == hub.state("r") == (await captioner.next())
+    # An English-only captioner: the room's French is not what captions are made in.
+    hub.update_status("r", SidecarStatus(degraded=True, participants=2, languages=("en",)))
+    state = await page.next()
+    assert isinstance(state, RoomState)
+    assert state.language == "en" and state.degraded and state.languages == ("en",)
+    assert state.enabled and state.changed_by is None  # a status cannot change these
+    hub.update_status("r", SidecarStatus(degraded=True, participants=2, languages=("en", "fr")))
+    assert (await page.next()).language == "fr"  # type: ignore[union-attr]
+    hana = Person("hana", "Hana")
+    hub.set_language("r", "en", by=hana)
+    hub.set_captions("r", False, by=hana)
+    assert (await captioner.next()) == hub.state("r")  # the newest state, coalesced
+    assert hub.state("r").language == "en" and not hub.state("r").enabled
+    # The captioner leaves: absent, no longer degraded; state kept while a page is there.
+    hub.unsubscribe(captioner)
+    hub.unsubscribe(captioner)  # idempotent
+    state = hub.state("r")
+    assert not state.captioner and not state.degraded and not state.enabled
+    hub.unsubscribe(page)
+    assert hub.state("r").enabled  # an idle room was forgotten: a fresh one starts on

@@ -226,9 +226,6 @@ publish_messages = st.one_of(
         degraded=st.booleans(),
         participants=st.integers(0, 1000),
         languages=st.lists(languages, max_size=4).map(tuple),
-        enabled=st.booleans(),
-        language=st.none() | languages,
-        changed_by=st.none() | people,
     ),
 )
 publish_replies = st.one_of(

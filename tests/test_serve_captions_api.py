@@ -24,7 +24,6 @@ from meeting.api import (
     HUB_KEY,
     CaptionsApi,
     CaptionsApiLimits,
-    _client_reply,
     install_captions_api,
 )
 from meeting.hub import CaptionHub
@@ -78,14 +77,14 @@ async def test_publish_fans_out_stores_and_acks(client: TestClient[Any, Any]) ->
     assert (await receive_until(reader, "room_state"))["captioner"] == "connected"
     await pub.send_json(caption(0, "partial", "hello", seq=1))
     await pub.send_json(caption(0, "final", "hello world", seq=2))
-    await pub.send_str(serialize_publish(SidecarStatus(enabled=False, participants=1)))
+    await pub.send_str(serialize_publish(SidecarStatus(degraded=True, participants=1)))
     assert (await receive_until(pub, "ack"))["seq"] == 2
     first = await receive_until(reader, "caption")
     assert first["speaker"] == "alice-1"
     if first["kind"] == "partial":
         first = await receive_until(reader, "caption")
     assert first["kind"] == "final" and first["text"] == "hello world"
-    assert (await receive_until(reader, "room_state"))["captions"] == "off"
+    assert (await receive_until(reader, "room_state"))["degraded"] is True
 
     # A late joiner authenticating by message gets the final in its backlog.
     late = await client.ws_connect("/captions")
@@ -313,10 +312,47 @@ def test_malformed_publications_get_an_error_reply_and_nothing_else(text: str) -
     assert reply is None or isinstance(reply, Publication | Error)
 
 
-@given(st.text(max_size=64) | st.dictionaries(st.text(max_size=6), json_values).map(json.dumps))
+@given(
+    st.text(max_size=64)
+    | st.dictionaries(st.sampled_from(["type", "id", "enabled", "language"]), json_values).map(
+        json.dumps
+    )
+)
 def test_any_client_message_gets_a_reply_or_an_error(text: str) -> None:
-    reply = _client_reply(text)
+    api = CaptionsApi(CaptionHub(SqliteTranscriptStore(":memory:")), SECRET)
+    guest = Grants.for_role("r", "g", "guest")
+    before = api.hub.state("r")
+    reply = api._client_message(guest, text)
     assert isinstance(reply, Pong | Error)
+    assert api.hub.state("r") == before  # a guest changes nothing
+
+
+async def test_host_changes_reach_every_page_and_the_captioner(
+    client: TestClient[Any, Any],
+) -> None:
+    guest = await client.ws_connect(f"/captions?token={token('guest')}")
+    assert (await receive_until(guest, "room_state"))["captions"] == "on"
+    pub = await client.ws_connect(f"/captions/publish?token={token(captioner=True)}")
+    assert (await receive_until(pub, "room_state"))["captions"] == "on"
+    await pub.send_str(serialize_publish(SidecarStatus(languages=("en", "fr"))))
+    await guest.send_json({"type": "set_captions", "enabled": False})
+    refusal = await receive_until(guest, "error")
+    assert refusal["code"] == "forbidden"
+    host = await client.ws_connect("/captions")
+    await host.send_json({"type": "auth", "token": token("host")})
+    await receive_until(host, "room_state")
+    await host.send_json({"type": "set_captions", "enabled": False})
+    for ws in (guest, host, pub):
+        state = await receive_until(ws, "room_state")
+        while state["captions"] != "off":  # earlier states (the captioner's languages)
+            state = await receive_until(ws, "room_state")
+        assert state["changed_by"]["name"] == "host-user"
+    await host.send_json({"type": "set_language", "language": "fr"})
+    assert (await receive_until(pub, "room_state"))["language"] == "fr"
+    await host.send_json({"type": "set_language", "language": "not a language"})
+    assert (await receive_until(host, "error"))["code"] == "malformed"
+    for ws in (guest, host, pub):
+        await ws.close()
 
 
 async def test_retention_purges_ended_rooms_only(tmp_path: Path) -> None:
@@ -336,3 +372,18 @@ async def test_retention_purges_ended_rooms_only(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the ended room's transcript was not purged"
             await asyncio.sleep(0.05)
         await pub.close()
+
+
+async def test_a_host_action_after_the_token_expired_is_refused_without_closing(
+    client: TestClient[Any, Any],
+) -> None:
+    """Host powers end with the host's token: the socket stays open, nothing changes."""
+    host = await client.ws_connect(f"/captions?token={token('host', ttl=1)}")
+    await receive_until(host, "room_state")
+    await asyncio.sleep(2.2)  # exp is whole seconds: at most 1 s after minting
+    await host.send_json({"type": "set_captions", "enabled": False})
+    assert (await receive_until(host, "error"))["code"] == "token_expired"
+    await host.send_json({"type": "ping", "id": 5})
+    assert (await receive_until(host, "pong"))["id"] == 5  # still connected
+    assert client.app[HUB_KEY].state("r").enabled
+    await host.close()

@@ -155,13 +155,13 @@ async def start_sidecar(url: str, token: str, *options: str) -> asyncio.subproce
 async def join_then_stop(meeting: Meeting, process: asyncio.subprocess.Process) -> None:
     """The sidecar process shows up as the room's captioner, then leaves on SIGTERM."""
     deadline = time.monotonic() + 60
-    while meeting.hub.state("lobby").captioners == 0:
+    while not meeting.hub.state("lobby").captioner:
         assert time.monotonic() < deadline and process.returncode is None
         await asyncio.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     output, _ = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, output
-    while meeting.hub.state("lobby").captioners:
+    while meeting.hub.state("lobby").captioner:
         await asyncio.sleep(0.1)
 
 

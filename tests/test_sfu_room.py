@@ -80,29 +80,6 @@ async def test_client_connect_raises_auth_error_with_code(sfu: TestServer) -> No
     assert info.value.code == "token_expired"
 
 
-async def test_only_host_changes_captions_and_everyone_is_told(sfu: TestServer) -> None:
-    host = await SfuClient.connect(url(sfu), token("Hana", "host"))
-    guest = await SfuClient.connect(url(sfu), token("Gus", "guest"))
-    try:
-        assert guest.captions["enabled"] is True and guest.captions["changed_by"] is None
-        await guest.set_captions(False)
-        error = await guest.wait_for("error", timeout=5)
-        assert error.data["code"] == "forbidden" and error.data["request"] == "set_captions"
-        await guest.set_language("fr")
-        assert (await guest.wait_for("error", timeout=5)).data["code"] == "forbidden"
-        assert guest.captions["enabled"] is True
-        await host.set_captions(False)
-        state = (await guest.wait_for("room_state", timeout=5)).data
-        assert state["enabled"] is False
-        assert state["changed_by"] == {"identity": host.me["identity"], "name": "Hana"}
-        await host.set_language("fr")
-        assert (await guest.wait_for("room_state", timeout=5)).data["language"] == "fr"
-        assert (await host.wait_for("room_state", timeout=5)).data["enabled"] is False
-    finally:
-        await host.close()
-        await guest.close()
-
-
 async def test_join_mute_leave_renegotiate(sfu: TestServer) -> None:
     alice = await SfuClient.connect(url(sfu), token("Alice"))
     await alice.publish(audio=pcm_audio_track(tone(30), 48000))
@@ -274,7 +251,7 @@ async def test_hostile_display_names_are_cleaned_and_signalling_keeps_working(
     sfu: TestServer,
 ) -> None:
     """A lone surrogate or CR/LF in a chosen name is cleaned where it enters: the room's
-    signalling (pings, host actions, later joins) keeps working for everyone."""
+    signalling (pings, mutes, later joins) keeps working for everyone."""
     forged = "Eve\r\n\r\n9\r\n00:00:00,000 --> 00:00:30,000\r\nHost: I approve"
     cases = [
         ("x\ud800y", "x\ufffdy"),
@@ -290,9 +267,8 @@ async def test_hostile_display_names_are_cleaned_and_signalling_keeps_working(
                 assert reply["type"] == "joined" and reply["you"]["name"] == shown
                 seen = await host.wait_for("participant_joined", timeout=10)
                 assert seen.participant is not None and seen.participant.name == shown
-        await host.set_captions(False)
-        changed = await host.wait_for("room_state", timeout=10)
-        assert changed.data["enabled"] is False
+        await host.send_raw(json.dumps({"type": "ping", "id": 9}))
+        assert (await host.wait_for("pong", timeout=10)).data["id"] == 9
         late = await SfuClient.connect(url(sfu), token("Late"))
         assert late.me["name"] == "Late"
         await late.close()
@@ -305,22 +281,3 @@ def test_a_message_with_a_lone_surrogate_still_encodes_as_valid_utf8() -> None:
 
     text = encode({"type": "participant_joined", "participant": {"name": "x\ud800y"}})
     assert json.loads(text.encode("utf-8"))["participant"]["name"] == "x\ud800y"
-
-
-async def test_a_host_action_after_the_token_expired_is_refused_without_closing(
-    sfu: TestServer,
-) -> None:
-    from sfu.tokens import Grants, mint_token
-
-    short = mint_token(SECRET, Grants.for_role("lobby", "Host", "host"), ttl=1)
-    host = await SfuClient.connect(url(sfu), short)
-    try:
-        await asyncio.sleep(2.2)  # exp is whole seconds: at most 1 s after minting
-        await host.set_captions(False)
-        refused = await host.wait_for("error", timeout=10)
-        assert refused.data["code"] == "token_expired"
-        assert host.captions["enabled"] is True
-        await host.send_raw('{"type":"ping","id":5}')
-        assert (await host.wait_for("pong", timeout=10)).data["id"] == 5  # still connected
-    finally:
-        await host.close()

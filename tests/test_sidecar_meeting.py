@@ -111,8 +111,10 @@ class CaptionReader:
         return [m for m in self.messages if m["type"] == "room_state"]
 
 
-async def reader(http: aiohttp.ClientSession, meeting: Meeting, name: str) -> CaptionReader:
-    ws = await http.ws_connect(f"{meeting.base_url}/captions?token={token(name, 'guest')}")
+async def reader(
+    http: aiohttp.ClientSession, meeting: Meeting, name: str, role: str = "guest"
+) -> CaptionReader:
+    ws = await http.ws_connect(f"{meeting.base_url}/captions?token={token(name, role)}")
     return CaptionReader(ws)
 
 
@@ -185,12 +187,15 @@ async def test_host_toggle_stops_engine_input_and_on_resumes(
         host = await speaker(meeting, "hannah", closers, role="host")
         await until(lambda: engine.samples_seen.get("hannah", 0) > 16_000, what="audio")
 
-        guest = await SfuClient.connect(meeting.base_url, token("gus", "guest"))
-        closers.append(guest.close)
-        await guest.set_captions(False)  # refused: not the host
-        await guest.wait_for("error", code="forbidden")
-
-        await host.set_captions(False)
+        # Host actions go to the meeting layer over /captions; the grant is checked there.
+        guest = await reader(http, meeting, "gus")
+        await guest.ws.send_json({"type": "set_captions", "enabled": False})  # not the host
+        await until(
+            lambda: any(m.get("code") == "forbidden" for m in guest.messages), what="refusal"
+        )
+        assert all(s["captions"] == "on" for s in guest.states())  # nothing changed
+        controls = await reader(http, meeting, "hannah", role="host")
+        await controls.ws.send_json({"type": "set_captions", "enabled": False})
         await until(
             lambda: watcher.states() and watcher.states()[-1]["captions"] == "off", what="off"
         )
@@ -201,7 +206,7 @@ async def test_host_toggle_stops_engine_input_and_on_resumes(
         assert engine.samples_seen["hannah"] == off_at  # nothing reaches the engine
         assert meeting.runner.active_streams == 0
 
-        await host.set_captions(True)
+        await controls.ws.send_json({"type": "set_captions", "enabled": True})
         await until(lambda: engine.samples_seen["hannah"] > off_at + 16_000, what="resumed")
         assert watcher.states()[-1]["captions"] == "on"
         assert watcher.states()[-1]["languages"] == ["en", "fr"]
@@ -211,10 +216,11 @@ async def test_host_toggle_stops_engine_input_and_on_resumes(
             return {s.session.language for s in meeting.runner._streams.values()}
 
         assert languages() == {"en"}
-        await host.set_language("fr")
+        await controls.ws.send_json({"type": "set_language", "language": "fr"})
         await until(lambda: watcher.states()[-1]["language"] == "fr", what="language state")
         await until(lambda: languages() == {"fr"}, what="a stream in French")
-        await guest.close()
+        await guest.ws.close()
+        await controls.ws.close()
         await host.close()
         await watcher.ws.close()
 

@@ -53,7 +53,9 @@ const state = {
   captionSocket: null,
   you: null,
   participants: new Map(), // identity -> {info, tile, audio, video, meter}
+  // The room's caption state, as the server's hub owns it (/captions room_state).
   roomCaptions: { enabled: true, language: null, changed_by: null, languages: [] },
+  roomStateInitial: true,
   captioner: "connected",
   socketState: "connecting",
   degradedUntil: 0,
@@ -352,19 +354,15 @@ function wireConnection(connection) {
     removeParticipant(e.detail.identity);
     notify(t("meeting.left_room", { name: e.detail.name || e.detail.identity }), { brief: true });
   });
-  connection.addEventListener("room_state", (e) => applyRoomCaptions(fromSignalling(e.detail.captions)));
   connection.addEventListener("track", (e) => attachTrack(e.detail));
   connection.addEventListener("track_ended", (e) => detachTrack(e.detail));
-  connection.addEventListener("server_error", (e) => {
-    if (e.detail.code === "forbidden") notify(t("error.forbidden"));
-  });
+  connection.addEventListener("server_error", onServerError);
   connection.addEventListener("media_failed", () => connection.ws?.close(CloseCode.MEDIA_FAILED, "media failed"));
   connection.addEventListener("closed", (e) => onConnectionClosed(connection, e.detail));
 }
 
 function onJoined(joined) {
   for (const participant of joined.participants || []) upsertParticipant(participant);
-  if (joined.captions) applyRoomCaptions(fromSignalling(joined.captions), { initial: true });
 }
 
 function onConnectionClosed(connection, detail) {
@@ -734,6 +732,10 @@ function startCaptions() {
     state.socketState = e.detail.state;
     updateHealth();
   });
+  socket.addEventListener("hello", () => {
+    state.roomStateInitial = true; // the first room_state after a (re)connect announces nothing
+  });
+  socket.addEventListener("error", onServerError);
   socket.addEventListener("backlog", (e) => {
     for (const event of e.detail.captions || []) transcript.add(event);
   });
@@ -743,10 +745,17 @@ function startCaptions() {
     state.serverDegraded = Boolean(data.degraded);
     // The server cannot write the transcript (full disk...): only the host can act on it.
     $("[data-testid=saving-warning]").hidden = !(data.saving === false && state.grants?.role === "host");
-    // On/off and who changed it come from the signalling socket, where the host changes
-    // them; this copy, relayed through the sidecar, may lag behind it.
-    if (Array.isArray(data.languages)) applyRoomCaptions({ ...state.roomCaptions, languages: data.languages });
-    else updateHealth();
+    const initial = state.roomStateInitial;
+    state.roomStateInitial = false;
+    applyRoomCaptions(
+      {
+        enabled: data.captions !== "off",
+        language: data.language ?? null,
+        changed_by: data.changed_by ?? null,
+        languages: data.languages,
+      },
+      { initial },
+    );
   });
   socket.addEventListener("caption", (e) => onCaption(e.detail));
   socket.addEventListener("transcript_deleted", () => transcript.clear());
@@ -760,16 +769,11 @@ function onCaption(event) {
   updateHealth();
 }
 
-function fromSignalling(captions) {
-  return {
-    enabled: captions.enabled !== false,
-    language: captions.language ?? null,
-    changed_by: captions.changed_by ?? null,
-    languages: captions.languages,
-  };
+function onServerError(e) {
+  if (e.detail.code === "forbidden") notify(t("error.forbidden"));
 }
 
-/** Room caption state from either socket; announces a change of on/off to everyone. */
+/** The room's caption state (from /captions, its one source); announces changes to everyone. */
 function applyRoomCaptions(next, { initial = false } = {}) {
   const before = state.roomCaptions;
   const changed = before.enabled !== next.enabled;
@@ -820,8 +824,8 @@ function setUpHost() {
   role("host-toggle").hidden = false;
   const toggle = role("room-captions-toggle");
   toggle.hidden = false;
-  toggle.addEventListener("click", () => state.connection?.setCaptions(!state.roomCaptions.enabled));
-  role("host-language").addEventListener("change", (e) => state.connection?.setLanguage(e.target.value));
+  toggle.addEventListener("click", () => state.captionSocket?.setCaptions(!state.roomCaptions.enabled));
+  role("host-language").addEventListener("change", (e) => state.captionSocket?.setLanguage(e.target.value));
   for (const link of document.querySelectorAll("[data-server-download]")) {
     const format = link.dataset.serverDownload;
     link.href = `/rooms/${encodeURIComponent(state.room)}/transcript.${format}`;

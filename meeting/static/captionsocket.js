@@ -1,10 +1,11 @@
 // The /captions WebSocket (docs/captions-api.md): authenticates with an `auth` message
 // (so the token stays out of URLs and server logs), then receives hello, backlog,
-// room_state and live caption events. Reconnects (reconnect.js) unless the token itself
-// was refused; the backlog after a reconnect refills whatever was missed.
+// room_state (the room's one caption state) and live caption events; a host sends its
+// caption changes here too. Reconnects (reconnect.js) unless the token itself was
+// refused; the backlog after a reconnect refills whatever was missed.
 //
 // Events: state {state: "connecting"|"open"|"closed"|"refused", code}, hello, backlog,
-// room_state, caption, transcript_deleted (detail = the message).
+// room_state, caption, transcript_deleted, error (detail = the message).
 
 import { CloseCode, REFUSED } from "./closecodes.js";
 import { ReconnectPolicy } from "./reconnect.js";
@@ -66,7 +67,7 @@ export class CaptionSocket extends EventTarget {
         this.backoff.reset();
         this.emit("state", { state: "open" });
       }
-      if (["hello", "backlog", "room_state", "caption", "transcript_deleted"].includes(data.type)) {
+      if (["hello", "backlog", "room_state", "caption", "transcript_deleted", "error"].includes(data.type)) {
         this.emit(data.type, data);
       }
     });
@@ -82,6 +83,20 @@ export class CaptionSocket extends EventTarget {
       this.emit("state", { state: "closed", code: event.code });
       this.retryTimer = setTimeout(() => this.open(), this.backoff.next());
     });
+  }
+
+  /** Host only (checked on the server): captions on or off for the whole room. */
+  setCaptions(enabled) {
+    this.send({ type: "set_captions", enabled });
+  }
+
+  /** Host only (checked on the server): the room's caption language. */
+  setLanguage(language) {
+    this.send({ type: "set_language", language });
+  }
+
+  send(message) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
   }
 
   stop() {

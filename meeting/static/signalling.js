@@ -2,9 +2,9 @@
 // publisher peer connection (we offer) and a subscriber peer connection (the SFU offers).
 //
 // Events (a plain EventTarget, detail in event.detail):
-//   joined {room, you, participants, captions}
+//   joined {room, you, participants}
 //   participant_joined {participant}, participant_left {identity, name},
-//   participant_updated {participant}, room_state {captions}
+//   participant_updated {participant}
 //   track {identity, name, kind, track, stream}  a remote track started
 //   track_ended {identity, kind}                 its slot became inactive
 //   server_error {code, message, request}        an error reply that leaves us connected
@@ -112,7 +112,6 @@ export class MeetingConnection extends EventTarget {
       case "participant_joined":
       case "participant_left":
       case "participant_updated":
-      case "room_state":
         this.emit(data.type, data);
         break;
       case "offer":
@@ -191,13 +190,6 @@ export class MeetingConnection extends EventTarget {
     this.send({ type: "mute", kind, muted });
   }
 
-  setCaptions(enabled) {
-    this.send({ type: "set_captions", enabled });
-  }
-
-  setLanguage(language) {
-    this.send({ type: "set_language", language });
-  }
 
   async onSubscriberOffer(data) {
     if (!this.subscriber) {
