@@ -8,8 +8,8 @@ import numpy as np
 
 from captions.events import CaptionEvent
 from captions.runtime import EngineRunner
+from meeting.captioner import RoomCaptioner
 from meeting.protocol import SidecarStatus
-from meeting.sidecar import RoomCaptioner
 from tests.fakes import ScriptedEngine
 
 RATE = 48_000

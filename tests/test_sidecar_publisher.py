@@ -11,7 +11,7 @@ from aiohttp import web
 from captions.events import CaptionEvent, Speaker, Word
 from meeting.api import install_captions_api
 from meeting.hub import CaptionHub
-from meeting.sidecar import CaptionPublisher
+from meeting.publisher import CaptionPublisher
 from meeting.store import SqliteTranscriptStore
 from sfu.tokens import Grants, mint_token
 from tests.browser import free_port
