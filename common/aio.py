@@ -1,4 +1,10 @@
-"""Bounded asyncio stop paths: end a task, or wait for a close, without hanging forever.
+"""Bounded asyncio helpers: stop paths that cannot hang, and the one reconnect policy.
+
+:class:`Backoff` is the Python side's one reconnect policy (the page's is
+``meeting/static/reconnect.js``, with the same rule): capped exponential backoff with
+jitter, bounded if asked, reset after a success.
+
+Stop paths: end a task, or wait for a close, without hanging forever.
 
 Two rules keep shutdown from hanging (a task that survives cancellation blocks
 ``asyncio.run`` and pytest's loop teardown for ever):
@@ -16,8 +22,10 @@ Two rules keep shutdown from hanging (a task that survives cancellation blocks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -70,3 +78,71 @@ async def bounded(awaitable: Awaitable[Any], *, timeout: float, what: str) -> bo
         log.debug("%s failed: %s", what, exc)
         return False
     return True
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, reset after a success.
+
+    The delay before retry ``n`` (from 0) is drawn in ``[(1 - jitter) * d, d]`` with
+    ``d = min(cap, base * 2**n)``: jitter spreads the reconnects of many clients after a
+    server restart, and never makes a wait longer. After ``max_attempts`` retries since
+    the last :meth:`reset`, :meth:`next_delay` returns None (give up). Typical use::
+
+        backoff = Backoff(base=0.5, cap=10.0)
+        async for _ in backoff.attempts(stop=stopping):
+            try:
+                connection = await connect()
+            except OSError:
+                continue          # waits, then tries again
+            backoff.reset()       # connected: the next failure starts from ``base``
+            await serve(connection)
+    """
+
+    def __init__(
+        self,
+        *,
+        base: float = 0.5,
+        cap: float = 10.0,
+        jitter: float = 0.5,
+        max_attempts: int | None = None,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        if not (base > 0 and cap >= base and 0 <= jitter <= 1):
+            raise ValueError("backoff: need 0 < base <= cap and 0 <= jitter <= 1")
+        if max_attempts is not None and max_attempts < 0:
+            raise ValueError("backoff: max_attempts must be >= 0")
+        self.base, self.cap, self.jitter = base, cap, jitter
+        self.max_attempts = max_attempts
+        self._random = random
+        self.failures = 0  # retries since the last reset
+
+    def next_delay(self) -> float | None:
+        """Seconds to wait before the next retry, or None once the attempts are used up."""
+        if self.max_attempts is not None and self.failures >= self.max_attempts:
+            return None
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.failures, 64))
+        self.failures += 1
+        return ceiling * (1.0 - self.jitter * self._random())
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    async def attempts(self, *, stop: asyncio.Event | None = None) -> AsyncIterator[int]:
+        """Yields attempt numbers: the first at once, each later one after the next delay.
+
+        Ends when ``stop`` is set (also during a wait, which it cuts short) or when the
+        attempts are used up.
+        """
+        attempt = 0
+        while stop is None or not stop.is_set():
+            yield attempt
+            delay = self.next_delay()
+            if delay is None:
+                return
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+            attempt += 1

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from captions.events import CaptionEvent
-from common.aio import cancel_and_wait
+from common.aio import Backoff, cancel_and_wait
 from common.exceptions import ProtocolError
 from meeting.protocol import (
     Ack,
@@ -53,6 +53,7 @@ class CaptionPublisher:
         *,
         max_unacked: int = 10_000,
         reconnect_seconds: float = 1.0,
+        reconnect_max_seconds: float = 10.0,
         resend_seconds: float = 5.0,
         ssl: Any = True,
     ) -> None:
@@ -60,6 +61,7 @@ class CaptionPublisher:
         self.token = token
         self.max_unacked = max_unacked
         self.reconnect_seconds = reconnect_seconds
+        self.reconnect_max_seconds = reconnect_max_seconds
         self.resend_seconds = resend_seconds
         self._resend_at: dict[int, float] = {}  # seq -> when to send a not_saved final again
         self.ssl = ssl
@@ -126,12 +128,16 @@ class CaptionPublisher:
         await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
+        backoff = Backoff(base=self.reconnect_seconds, cap=self.reconnect_max_seconds)
         async with aiohttp.ClientSession() as http:
-            while not self._stopping:
+            async for _ in backoff.attempts():
+                if self._stopping:
+                    return
                 try:
                     async with http.ws_connect(
                         self.url, params={"token": self.token}, heartbeat=30.0, ssl=self.ssl
                     ) as ws:
+                        backoff.reset()
                         await self._serve(ws)
                 except (aiohttp.ClientError, OSError) as exc:
                     log.info("caption publisher: %s; retrying", exc)
@@ -139,7 +145,6 @@ class CaptionPublisher:
                     self._connected = False
                     self.connected_event.clear()
                     self._partials.clear()
-                await asyncio.sleep(self.reconnect_seconds)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._connected = True

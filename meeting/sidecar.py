@@ -14,12 +14,11 @@ sidecar`` runs it as its own process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from captions.runtime import EngineRunner
-from common.aio import cancel_and_wait
+from common.aio import Backoff, cancel_and_wait
 from common.exceptions import CaptionsError
 from meeting.captioner import RoomCaptioner
 from meeting.publisher import CaptionPublisher
@@ -45,6 +44,7 @@ class Sidecar:
         *,
         publish_url: str | None = None,
         reconnect_seconds: float = 1.0,
+        reconnect_max_seconds: float = 10.0,
         ssl: Any = True,
         **captioner_options: Any,
     ) -> None:
@@ -52,9 +52,16 @@ class Sidecar:
         self.token = token
         self.runner = runner
         base = self.sfu_url.replace("http", "ws", 1)
-        self.publisher = CaptionPublisher(publish_url or f"{base}/captions/publish", token, ssl=ssl)
+        self.publisher = CaptionPublisher(
+            publish_url or f"{base}/captions/publish",
+            token,
+            ssl=ssl,
+            reconnect_seconds=reconnect_seconds,
+            reconnect_max_seconds=reconnect_max_seconds,
+        )
         self.ssl = ssl
         self.reconnect_seconds = reconnect_seconds
+        self.reconnect_max_seconds = reconnect_max_seconds
         self.captioner_options = captioner_options
         self.captioner: RoomCaptioner | None = None
         self.joined = asyncio.Event()
@@ -65,23 +72,22 @@ class Sidecar:
         from sfu.client import SfuClient  # the SFU client pulls in aiortc
 
         self.publisher.start()
+        backoff = Backoff(base=self.reconnect_seconds, cap=self.reconnect_max_seconds)
         try:
-            while not self._stop.is_set():
+            async for _ in backoff.attempts(stop=self._stop):
                 try:
                     self._client = await SfuClient.connect(self.sfu_url, self.token, ssl=self.ssl)
                 except CaptionsError as exc:
                     log.warning("sidecar cannot join %s: %s", self.sfu_url, exc)
                     if getattr(exc, "code", None) in ("token_invalid", "token_expired"):
                         raise
-                else:
-                    try:
-                        await self._follow(self._client)
-                    finally:
-                        await self._client.close()  # bounded, even when we are cancelled
-                        self._client = None
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.reconnect_seconds):
-                        await self._stop.wait()
+                    continue
+                backoff.reset()  # joined: a later drop starts again from the shortest wait
+                try:
+                    await self._follow(self._client)
+                finally:
+                    await self._client.close()  # bounded, even when we are cancelled
+                    self._client = None
         finally:
             await self.publisher.aclose()
 

@@ -14,7 +14,8 @@ captioning sidecar can use a GPU pool of Kyutai servers on other machines.
 - A muted speaker sends nothing; after ``keepalive_seconds`` without audio one frame of
   silence goes out, so the server (which closes after 120 s without audio) keeps the
   connection. Inserted silence is subtracted from the server's word times.
-- A dropped connection reconnects with exponential backoff; audio is kept meanwhile
+- A dropped connection reconnects with capped exponential backoff and jitter
+  (:class:`common.aio.Backoff`, the project's one policy); audio is kept meanwhile
   (at most ``max_buffer_seconds``, oldest dropped) and times stay on our timeline.
 
 The network runs on its own asyncio loop in a background thread; :meth:`step` (on the
@@ -54,7 +55,7 @@ from captions.kyutai_protocol import (
     encode,
 )
 from captions.track import CaptionTrack
-from common.aio import cancel_and_wait
+from common.aio import Backoff, cancel_and_wait
 from common.exceptions import EngineError, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -172,22 +173,22 @@ class _Connection:
         self.session.wake()
 
     async def run(self) -> None:
-        backoff = self.settings.backoff_initial
+        backoff = Backoff(base=self.settings.backoff_initial, cap=self.settings.backoff_max)
         try:
-            while not self.closed:
+            async for attempt in backoff.attempts():
+                if self.closed:
+                    return
                 try:
                     if await self._session_once():
                         return
-                    backoff = self.settings.backoff_initial
+                    backoff.reset()
                 except (OSError, websockets.WebSocketException, ProtocolError, TimeoutError) as exc:
                     if self.loop.time() >= self.give_up_at:  # closing: keep what arrived
                         log.warning("kyutai-remote %s: %s while closing", self.settings.url, exc)
                         return
                     log.warning(
-                        "kyutai-remote %s: %s; retrying in %.1fs", self.settings.url, exc, backoff
+                        "kyutai-remote %s: %s; retry %d", self.settings.url, exc, attempt + 1
                     )
-                await asyncio.sleep(backoff)
-                backoff = min(self.settings.backoff_max, backoff * 2)
         finally:
             self._deliver(None)
 
