@@ -114,9 +114,8 @@ class Sidecar:
             captioner.set_muted(participant.identity, participant.name, participant.audio_muted)
         self.joined.set()
         consumers: dict[str, asyncio.Task[None]] = {}
-        follower = asyncio.create_task(
-            self._follow_state(captioner, seen=0 if state is None else -1)
-        )
+        # The newest state (again, if the captioner was made with it), then every change.
+        follower = asyncio.create_task(self._follow_state(captioner, seen=0))
         try:
             async for event in client.events():
                 if event.type == "closed" or self._stop.is_set():
