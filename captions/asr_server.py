@@ -62,6 +62,7 @@ from captions.kyutai_protocol import (
     encode,
 )
 from captions.runtime import EngineRunner, SpeechStream
+from common.closecodes import CloseCode
 from common.exceptions import CapacityError, CaptionsError, ProtocolError
 from common.security_headers import security_headers
 
@@ -189,7 +190,7 @@ class _Connection:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.send(Error(message))
         # The Error message carries the detail; a close reason is limited to 123 bytes.
-        await self.ws.close(code=1008)
+        await self.ws.close(code=CloseCode.POLICY_VIOLATION)
 
     async def _receive(self) -> None:
         now = time.monotonic()

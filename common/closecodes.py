@@ -1,5 +1,5 @@
 """WebSocket close codes of every socket the project serves: signalling (``/ws``),
-``/captions`` and ``/captions/publish``; defined once, here.
+``/captions``, ``/captions/publish`` and Kyutai's ``/api/asr-streaming``; defined once, here.
 
 The SFU and the meeting layer both import this leaf module; the meeting page gets the
 same values from ``meeting/static/closecodes.js``, which a test checks against this enum
