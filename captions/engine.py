@@ -24,6 +24,16 @@ from captions.costs import StepCosts
 from captions.track import CaptionTrack
 
 
+AUTO_LANGUAGE = "mul"
+"""The language a multilingual engine offers for "each speaker's own": ISO 639's code for
+multiple languages, so it passes wherever a language code does (rooms, the page, the
+protocol). A session opened with it detects its speaker's language (docs/languages.md)."""
+
+PREFERRED_LANGUAGES = ("fr", "en")
+"""Listed first by a multilingual engine, after :data:`AUTO_LANGUAGE`: the languages its
+users meet in (the page offers them in this order)."""
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     name: str
@@ -34,6 +44,7 @@ class EngineInfo:
     delay_seconds: float
     """Algorithmic delay: audio needed after a word before it can be emitted."""
     languages: tuple[str, ...] = ("en",)
+    """What a stream may ask for; the first is the default (see :data:`AUTO_LANGUAGE`)."""
     max_streams: int | None = None
     """Concurrent sessions the engine accepts; None means limited by compute only."""
     model: str = ""

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import jiwer
+import numpy as np
 import pytest
 
-from captions.engines import EngineOptions
+from captions.audio import load_audio
+from captions.clock import VirtualClock
+from captions.engine import AUTO_LANGUAGE, AudioInbox
+from captions.engines import EngineOptions, create_engine
 from captions.engines.pinned import WHISPER_BASE, Status, status
 from captions.engines.whisper import WhisperEngine, load
 from captions.events import Speaker
+from captions.runtime import EngineRunner
 from captions.simulate import simulate
+from captions.track import CaptionTrack
 from evaluation.manifest import ManifestItem, read_manifest
 from evaluation.normalize import normalize
+from meeting.app import Meeting
+from sfu.client import SfuClient
+from sfu.contrib.media import pcm_audio_track
+from sfu.settings import Settings
+from sfu.tokens import Grants, mint_token
 
 pytestmark = [
     pytest.mark.slow,
@@ -78,3 +94,55 @@ def test_auto_detects_each_speakers_language(base: WhisperEngine, shared_eval: P
     record = simulate(base, english.load_audio(16_000), speaker=Speaker("bob"), tail_seconds=1.0)
     finals = [e for e in record.events if e.kind == "final"]
     assert finals and {e.language for e in finals} == {"en"}
+
+
+def test_base_offers_auto_then_french_first(base: WhisperEngine) -> None:
+    assert base.info.languages[:3] == (AUTO_LANGUAGE, "fr", "en")
+    assert "yue" not in base.info.languages  # large-v3 only: base knows 99
+    session = base.create_session(
+        CaptionTrack(Speaker("a"), VirtualClock(0.0)), AudioInbox(16_000), language=AUTO_LANGUAGE
+    )
+    assert session.language is None  # each speaker's own, detected
+    base.release_session(session)
+
+
+async def test_a_french_room_gets_french_captions_out_of_the_box(
+    shared_eval: Path, tmp_path: Path
+) -> None:
+    # What `captions serve --model base --language fr` assembles.
+    item = french_item(shared_eval, "fr_short_misc", "leopard_test_fr")
+    engine = create_engine("whisper", EngineOptions(model="base", language="fr"))
+    settings = Settings(port=0, data_dir=tmp_path, secret_override="f" * 40)
+    meeting = Meeting(settings, EngineRunner(engine), language="fr")
+    await meeting.start()
+    pcm = load_audio(item.audio, sample_rate=48_000)
+    silence = np.zeros(48_000, np.float32)
+    track = pcm_audio_track(np.concatenate([silence, pcm, silence, silence]), 48_000)
+    finals: list[dict[str, Any]] = []
+    states: list[dict[str, Any]] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            viewer = mint_token("f" * 40, Grants.for_role("salle", "Carol", "guest"))
+            ws = await http.ws_connect(f"{meeting.base_url}/captions?token={viewer}")
+            grants = Grants.for_role("salle", "Amélie", "participant", identity="amelie")
+            bot = await SfuClient.connect(meeting.base_url, mint_token("f" * 40, grants))
+            await bot.publish(audio=track)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not finals:
+                try:
+                    msg = await asyncio.wait_for(ws.receive(), 1.0)
+                except TimeoutError:
+                    continue
+                data = json.loads(msg.data)
+                if data["type"] == "room_state":
+                    states.append(data)
+                if data["type"] == "caption" and data["kind"] == "final":
+                    finals.append(data)
+            await bot.close()
+            await ws.close()
+    finally:
+        await meeting.stop()
+    assert states and states[-1]["language"] == "fr"
+    assert states[-1]["languages"][:3] == [AUTO_LANGUAGE, "fr", "en"]
+    assert finals and all(f["language"] == "fr" for f in finals)
+    assert french_wer(item.text, " ".join(f["text"] for f in finals)) <= 0.4

@@ -873,6 +873,8 @@ function updateHostControls() {
 }
 
 function safeLanguageName(names, code) {
+  // "mul" (multiple languages) is the engine's "each speaker's own" (docs/languages.md).
+  if (code === "mul") return t("captions.language_auto");
   try {
     return names.of(code) || code;
   } catch {

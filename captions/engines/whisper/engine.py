@@ -6,7 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from captions.costs import StepCosts
-from captions.engine import AudioInbox, Engine, EngineInfo, Session
+from captions.engine import (
+    AUTO_LANGUAGE,
+    PREFERRED_LANGUAGES,
+    AudioInbox,
+    Engine,
+    EngineInfo,
+    Session,
+)
 from captions.engines import EngineOptions
 from captions.engines.local_agreement import LocalAgreement
 from captions.engines.whisper.batching import BatchTranscriber
@@ -53,9 +60,14 @@ class WhisperEngine(Engine):
         self.multilingual = self.decoder.multilingual
         # The model's own count: base knows 99, large-v3 one more (Cantonese).
         count = int(self.model.model.num_languages) if self.multilingual else 1
-        languages = tuple(_LANGUAGE_CODES[:count]) if self.multilingual else ("en",)
-        self.default_language = language
+        languages: tuple[str, ...] = ("en",)
+        if self.multilingual:
+            known = _LANGUAGE_CODES[:count]
+            preferred = tuple(code for code in PREFERRED_LANGUAGES if code in known)
+            others = tuple(code for code in known if code not in preferred)
+            languages = (AUTO_LANGUAGE, *preferred, *others)
         self._check_language(language, languages, model_path)
+        self.default_language = None if language == AUTO_LANGUAGE else language
         self.vad_model = SileroVad()
         self.transcriber = BatchTranscriber(
             self.decoder, workers=self.settings.workers, max_batch=self.settings.max_batch
@@ -92,6 +104,8 @@ class WhisperEngine(Engine):
             raise CapacityError(f"no free channels (all {self.info.max_streams} in use)")
         language = language or self.default_language
         self._check_language(language, self.info.languages, Path(self.info.model))
+        if language == AUTO_LANGUAGE:
+            language = None  # each speaker's own, detected
         s = self.settings
         session = WhisperSession(
             track=track,
