@@ -23,7 +23,6 @@ from captions.audio import PCM
 from captions.costs import StepCosts
 from captions.track import CaptionTrack
 
-
 AUTO_LANGUAGE = "mul"
 """The language a multilingual engine offers for "each speaker's own": ISO 639's code for
 multiple languages, so it passes wherever a language code does (rooms, the page, the
