@@ -335,7 +335,7 @@ def create_asr_app(
     api_keys: Iterable[str],
     *,
     limits: AsrServerLimits | None = None,
-    max_buffer_seconds: float = 10.0,
+    max_buffer_seconds: float = 30.0,
 ) -> web.Application:
     """A standalone application serving only the endpoint; it owns the engine's runner."""
     app = web.Application()

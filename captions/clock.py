@@ -57,3 +57,14 @@ class VirtualClock:
                 assert self._charging_since is not None
                 self._base += time.perf_counter() - self._charging_since
                 self._charging_since = None
+
+
+class FreeComputeClock(VirtualClock):
+    """A virtual clock on which compute costs no time: every step runs exactly when its
+    audio is due, as on an idle machine of unlimited speed. Simulating on it gives the
+    streaming policy's own latency and the CPU cost of its nominal step schedule,
+    whatever else the machine is doing."""
+
+    @contextmanager
+    def charging(self) -> Iterator[None]:
+        yield

@@ -7,9 +7,14 @@ that has work, in an order that rotates every round so no speaker starves, and c
 
 Bounded everywhere:
 
-- audio: each session's :class:`AudioInbox` keeps at most ``max_buffer_seconds``;
-  when the engine falls behind, the oldest audio is dropped and the stream is marked
-  degraded (its events then carry ``flags.degraded``);
+- audio: each session's :class:`AudioInbox` keeps at most ``max_buffer_seconds``
+  (30 s); only an engine that far behind drops the oldest audio;
+- overload: an engine that cannot keep up with every speaker does not drop captions:
+  each step finds more audio waiting and covers it at once (coarser steps, later
+  captions, less compute per second of audio). A stream whose audio waited more than
+  ``delayed_after_seconds`` when its step began is marked degraded (its events carry
+  ``flags.degraded``: the page shows "Captions delayed"), and unmarked once its backlog
+  is under half of that again;
 - events: each stream's queue holds at most ``max_pending_events``; a newer partial
   of an utterance replaces the queued one (coalescing), and if finals alone overflow
   the queue the oldest are dropped and counted in ``SpeechStream.dropped_events``.
@@ -59,6 +64,8 @@ class SpeechStream:
 
     @property
     def degraded(self) -> bool:
+        """Captions are late (the engine is behind) or audio was dropped; cleared once
+        the engine has caught up."""
         return self.session.track.degraded
 
     @property
@@ -141,12 +148,14 @@ class EngineRunner:
         engine: Engine,
         *,
         clock: Clock | None = None,
-        max_buffer_seconds: float = 10.0,
+        max_buffer_seconds: float = 30.0,
         max_pending_events: int = 256,
+        delayed_after_seconds: float = 2.0,
     ) -> None:
         self.engine = engine
         self.clock: Clock = clock or WallClock()
         self.max_buffer_seconds = max_buffer_seconds
+        self.delayed_after_seconds = delayed_after_seconds
         self.max_pending_events = max_pending_events
         self._streams: dict[int, SpeechStream] = {}
         self._order: list[int] = []
@@ -249,6 +258,7 @@ class EngineRunner:
                     return
                 # Rotate so whoever went first this round goes last next round.
                 self._order.append(self._order.pop(0))
+            self._mark_delays(batch)
             started = time.perf_counter()
             try:
                 self.engine.step(batch)
@@ -259,6 +269,17 @@ class EngineRunner:
             self.busy_seconds += time.perf_counter() - started
             self.steps += 1
             self._dispatch(batch)
+
+    def _mark_delays(self, batch: list[Session]) -> None:
+        """Degraded while a stream's audio waits longer than ``delayed_after_seconds``."""
+        for session in batch:
+            backlog = session.inbox.available / session.inbox.sample_rate
+            if backlog > self.delayed_after_seconds:
+                if not session.track.degraded:
+                    log.info("engine behind: %s waits %.1f s", session.track.speaker.id, backlog)
+                session.track.degraded = True
+            elif backlog < self.delayed_after_seconds / 2:
+                session.track.degraded = False
 
     def _dispatch(self, batch: list[Session]) -> None:
         assert self._loop is not None

@@ -33,6 +33,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--max-speakers", type=positive(int), default=16, metavar="N")
     parser.add_argument(
+        "--sweep",
+        type=speaker_counts,
+        metavar="N,N,...",
+        help="one run per speaker count (e.g. 1,2,4,8 up to twice --find-max): latency "
+        "against load, including overload",
+    )
+    parser.add_argument(
         "--target", type=float, default=3.0, help="final_p95 bound in seconds (default: 3)"
     )
     parser.add_argument(
@@ -70,7 +77,11 @@ def run(args: argparse.Namespace) -> int:
             return result
 
         output: dict[str, Any]
-        if args.find_max:
+        if args.sweep:
+            results = {n: probe(n) for n in args.sweep}
+            console.print(sweep_table(args.engine, results))
+            output = {"engine": args.engine, "runs": [results[n].to_json() for n in results]}
+        elif args.find_max:
             best, results = find_max(probe, max_final_p95=args.target, limit=args.max_speakers)
             console.print(
                 f"[bold]max concurrent speakers with final_p95 < {args.target:g} s: {best}[/]"
@@ -88,6 +99,43 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(output, indent=2) + "\n")
     return 0
+
+
+def speaker_counts(text: str) -> list[int]:
+    """An argparse type: comma-separated positive speaker counts, e.g. ``1,2,4,8``."""
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("speaker counts must be positive")
+    return sorted(set(counts))
+
+
+def sweep_table(engine: str, results: dict[int, Any]) -> Table:
+    """Latency against the number of speakers: one row per run."""
+    table = Table(title=f"captions bench --sweep: {engine}")
+    columns = ["speakers", "first p50", "final p50", "final p95", "eou p50", "delayed streams"]
+    columns += ["dropped s", "CPU s / audio s", "engine busy", "load after"]
+    for name in columns:
+        table.add_column(name, justify="right")
+    for n, result in results.items():
+        data = result.to_json()
+        latency = data["latency"]
+        streams = data["streams"]
+        table.add_row(
+            str(n),
+            _s(latency["first_partial_p50"]),
+            _s(latency["final_p50"]),
+            _s(latency["final_p95"]),
+            _s(latency["eou_p50"]),
+            f"{sum(s['degraded'] for s in streams)}/{len(streams)}",
+            f"{sum(s['dropped_seconds'] for s in streams):.1f}",
+            _s(data["cpu_per_audio_second"]),
+            _s(data["engine_busy"]),
+            _s((data["loadavg_after"] or [None])[0]),
+        )
+    return table
 
 
 def _s(value: float | None) -> str:

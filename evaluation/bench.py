@@ -43,6 +43,7 @@ class SpeakerResult:
     speaker: str
     scores: list[ItemScore] = field(default_factory=list)
     degraded: bool = False
+    """Some of its captions were marked delayed (the engine was behind)."""
 
     @property
     def final(self) -> list[float]:
@@ -227,7 +228,8 @@ class Bench:
                 chunk_seconds=self.chunk_seconds,
             )
             result.fed_seconds += record.fed_seconds
-            speaker.degraded |= stream.degraded
+            # Any event shown as "Captions delayed" (the mark clears once caught up).
+            speaker.degraded |= any(e.flags.get("degraded") for e in record.events)
             speaker.scores.append(
                 score_item(
                     item_id=prepared.item.id,

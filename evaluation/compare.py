@@ -4,9 +4,13 @@ On a shared machine an absolute figure moves with the load; a ratio between two 
 measured in one run, item after item, is stable. Each spec is a comma-separated list:
 an engine name and/or ``key=value`` pairs, e.g. ``whisper``,
 ``whisper,step_seconds=0.7``, ``model=base,language=fr`` or ``whisper,mode=realtime``.
-Keys ``engine``, ``model``, ``language``, ``device`` and ``mode`` (``sim``: the
-computation-aware simulation, the default; ``realtime``: audio paced through the live
-runtime) are the run's; any other key is an engine tunable (``--setting``).
+Keys ``engine``, ``model``, ``language``, ``device`` and ``mode`` are the run's; any
+other key is an engine tunable (``--setting``). Modes:
+
+- ``sim`` (default): the computation-aware simulation (compute time is charged);
+- ``realtime``: audio paced through the live runtime, words stamped on arrival;
+- ``ideal``: simulated with compute costing no time (steps exactly on schedule): the
+  policy's own latency, and the CPU its nominal schedule costs, independent of the load.
 
 Items run in turn through every spec, the spec order rotating from item to item so no
 spec always runs first; the 1-minute load average is recorded at every run.
@@ -27,8 +31,8 @@ from evaluation.manifest import ManifestItem
 from evaluation.metrics import ItemScore, summarize
 from evaluation.offline import offline_transcriber
 
-Mode = Literal["sim", "realtime"]
-MODES: tuple[Mode, ...] = ("sim", "realtime")
+Mode = Literal["sim", "realtime", "ideal"]
+MODES: tuple[Mode, ...] = ("sim", "realtime", "ideal")
 
 # Figures whose ratio to the baseline spec is reported (dotted: inside "latency").
 RATIO_KEYS = (
@@ -54,7 +58,13 @@ class Spec:
     def engine_key(self) -> tuple[Any, ...]:
         """Specs with equal keys share one loaded engine (e.g. the sim and realtime twins)."""
         o = self.options
-        return (self.engine, o.model, o.language, o.device, tuple(sorted(o.settings.items())))
+        return (*self.model_key, tuple(sorted(o.settings.items())))
+
+    @property
+    def model_key(self) -> tuple[Any, ...]:
+        """Specs with equal keys share one offline transcript (tunables do not change it)."""
+        o = self.options
+        return (self.engine, o.model, o.language, o.device)
 
 
 def parse_spec(text: str, base: EngineOptions, *, default_engine: str) -> Spec:
@@ -128,10 +138,10 @@ def compare(
             if spec.engine_key not in engines:
                 engines[spec.engine_key] = load_engine(spec.engine, spec.options)
         transcribers = {
-            key: offline_transcriber(engine, key[0], _spec_for(specs, key).options)
+            spec.model_key: offline_transcriber(engines[spec.engine_key], spec.engine, spec.options)
             if offline
             else None
-            for key, engine in engines.items()
+            for spec in specs
         }
         for index, item in enumerate(items):
             timed, source = timer(item)
@@ -141,7 +151,7 @@ def compare(
                 spec, engine = run.spec, engines[run.spec.engine_key]
                 language = spec.options.language or item.language
                 pcm = item.load_audio(engine.info.sample_rate)
-                key = spec.engine_key
+                key = spec.model_key
                 if key not in offline_texts:
                     transcribe = transcribers[key]
                     offline_texts[key] = transcribe(pcm, language) if transcribe else None
@@ -154,7 +164,7 @@ def compare(
                     tail_seconds=tail_seconds,
                     word_times=(timed, source),
                     offline_text=offline_texts[key],
-                    realtime=spec.mode == "realtime",
+                    mode=spec.mode,
                 )
                 run.scores.append(score)
                 if on_run is not None:
@@ -163,10 +173,6 @@ def compare(
         for engine in engines.values():
             engine.close()
     return runs
-
-
-def _spec_for(specs: Sequence[Spec], key: tuple[Any, ...]) -> Spec:
-    return next(s for s in specs if s.engine_key == key)
 
 
 def figure(summary: dict[str, Any], dotted: str) -> Any:

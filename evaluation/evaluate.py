@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from captions.audio import PCM
+from captions.clock import FreeComputeClock, VirtualClock
 from captions.engine import Engine
 from captions.engines import EngineOptions
 from captions.events import Speaker
@@ -49,15 +50,23 @@ def stream_and_score(
     tail_seconds: float,
     word_times: tuple[Sequence[TimedWord], WordSource],
     offline_text: str | None = None,
-    realtime: bool = False,
+    mode: str = "sim",
 ) -> ItemScore:
-    """Streams one item through ``engine`` (simulated, or paced live with ``realtime``)
-    and scores it, with the process CPU time and the engine's step costs it took."""
+    """Streams one item through ``engine`` and scores it, with the process CPU time and
+    the engine's step costs it took. ``mode``: ``sim`` (computation-aware simulation),
+    ``realtime`` (paced through the live runtime) or ``ideal`` (simulated, compute free)."""
     costs_before = engine.costs.snapshot() if engine.costs else {}
     cpu_before = time.process_time()
     speaker = Speaker(item.speaker or item.id)
-    run = run_in_real_time if realtime else simulate
-    record = run(engine, pcm, speaker=speaker, language=language, tail_seconds=tail_seconds)
+    if mode == "realtime":
+        record = run_in_real_time(
+            engine, pcm, speaker=speaker, language=language, tail_seconds=tail_seconds
+        )
+    else:
+        clock = FreeComputeClock() if mode == "ideal" else VirtualClock()
+        record = simulate(
+            engine, pcm, speaker=speaker, language=language, tail_seconds=tail_seconds, clock=clock
+        )
     cpu_seconds = time.process_time() - cpu_before
     timed, source = word_times
     score = score_item(

@@ -94,7 +94,7 @@ class SpeakerFeed:
         silence_grace_seconds: float,
         gap_seconds: float,
         now: Callable[[], float],
-        on_degraded: Callable[[], None],
+        on_degraded: Callable[[bool], None],
     ) -> None:
         self.speaker = speaker
         self.runner = runner
@@ -164,8 +164,8 @@ class SpeakerFeed:
                 stream=stream_id,
                 stream_started_at=anchors.origin_for(start),
             )
-            if event.flags.get("degraded"):
-                self._on_degraded()
+            # Every event says whether its stream is behind; caught up clears the health.
+            self._on_degraded(bool(event.flags.get("degraded")))
 
     async def end_stream(self) -> None:
         """Closes the stream: its last words become final and are handed to the sink."""
@@ -246,10 +246,12 @@ class RoomCaptioner:
             )
         return feed
 
-    def _mark_degraded(self) -> None:
-        if not self.degraded:
+    def _mark_degraded(self, degraded: bool) -> None:
+        if degraded and not self.degraded:
             self.degraded = True
             self.sink.status(self.status())
+        elif not degraded and self.degraded:
+            self._refresh_degraded()
 
     def set_participants(self, count: int) -> None:
         if count != self.participants:
@@ -288,7 +290,8 @@ class RoomCaptioner:
             self._refresh_degraded()
 
     def _refresh_degraded(self) -> None:
-        """Clears ``degraded`` once no open stream has dropped audio."""
+        """Clears ``degraded`` once no open stream is behind (or still marked for dropped
+        audio)."""
         still = any(f.stream is not None and f.stream.degraded for f in self.feeds.values())
         if self.degraded and not still:
             self.degraded = False

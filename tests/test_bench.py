@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
+from cli.bench import speaker_counts, sweep_table
 from evaluation.bench import Bench, BenchResult, SpeakerResult, find_max
 from evaluation.manifest import read_manifest
 from evaluation.metrics import ItemScore
@@ -75,3 +77,15 @@ def test_find_max_searches_the_largest_passing_count(
     assert best == min(capacity, limit)
     assert probes == expected_probes
     assert sorted(results) == sorted(expected_probes)
+
+
+def test_sweep_runs_each_speaker_count_and_tables_them(manifest: Path) -> None:
+    assert speaker_counts("4,1,2,2") == [1, 2, 4]
+    for bad in ("0,1", "a", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            speaker_counts(bad)
+    bench = Bench(ScriptedEngine(SCRIPT, delay=0.5), read_manifest(manifest), seconds=1.0)
+    results = {n: bench.run(n) for n in speaker_counts("1,2")}
+    table = sweep_table("scripted", results)
+    assert table.row_count == 2
+    assert all(r.to_json()["cpu_per_audio_second"] is not None for r in results.values())

@@ -60,6 +60,8 @@ def test_unknown_engine_exits_2(good_manifest: Path, capsys: pytest.CaptureFixtu
         ["eval", "--limit", "many"],
         ["bench", "--speakers", "0"],
         ["bench", "--seconds", "-1"],
+        ["bench", "--sweep", "0,2"],
+        ["eval", "--setting", "step_seconds"],
     ],
 )
 def test_bad_options_exit_2(argv: list[str]) -> None:

@@ -137,6 +137,21 @@ def test_nothing_is_committed_before_the_minimum_window() -> None:
     assert texts(commit) == ["the", "later", "traditions"]
 
 
+def test_three_agreeing_hypotheses_commit_before_the_minimum_window() -> None:
+    la = LocalAgreement(min_window_seconds=2.5, early_agreement=3)
+    assert la.insert(hyp("the later"), audio_end=1.0, utterance_start=0.0) == []
+    assert la.insert(hyp("the later to"), audio_end=1.5, utterance_start=0.0) == []
+    # Three in a row agree on "the later"; "to" was heard twice only.
+    commit = la.insert(hyp("the later traditions"), audio_end=2.0, utterance_start=0.0)
+    assert texts(commit) == ["the", "later"] and texts(la.tail) == ["traditions"]
+    # A disagreeing hypothesis commits nothing; two more agreeing ones do.
+    assert la.insert(hyp("the later tradition tend"), audio_end=2.2, utterance_start=0.0) == []
+    la.insert(hyp("the later traditions tend"), audio_end=2.3, utterance_start=0.0)
+    assert la.insert(hyp("the later traditions tend to"), audio_end=2.4, utterance_start=0.0) == []
+    commit = la.insert(hyp("the later traditions tend to be"), audio_end=3.0, utterance_start=0.0)
+    assert texts(la.committed)[:3] == ["the", "later", "traditions"]
+
+
 def test_words_reheard_after_a_trim_are_not_committed_twice() -> None:
     la = LocalAgreement()
     la.insert(hyp("i know not how to"))

@@ -1,8 +1,11 @@
 import asyncio
+import time
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
+from captions.engine import Session
 from captions.events import CaptionEvent, Speaker
 from captions.runtime import EngineRunner
 from common.exceptions import CapacityError, StreamClosedError
@@ -60,6 +63,43 @@ async def test_overflow_drops_old_audio_and_marks_degraded() -> None:
     assert stream.session.inbox.available == 8000
     assert stream.session.inbox.dropped_samples == 20 * 1600 - 8000
     assert stream.degraded
+
+
+async def test_a_late_engine_marks_its_streams_delayed_until_it_catches_up() -> None:
+    """Overload loses nothing: the audio waits (coarser steps), events say "degraded"
+    while it waits too long, and the mark clears once the engine has caught up."""
+
+    class SlowEngine(ScriptedEngine):
+        slow = True
+
+        def step(self, sessions: Sequence[Session]) -> None:
+            super().step(sessions)  # takes the audio first, as real engines do
+            if self.slow:
+                time.sleep(0.6)  # then computes longer than the audio it took lasts
+
+    engine = SlowEngine([(f"w{i}", i * 0.2, i * 0.2 + 0.1) for i in range(30)], delay=0.0)
+    async with EngineRunner(engine, delayed_after_seconds=1.0) as runner:
+        stream = runner.open_stream(Speaker("a"))
+        collector = asyncio.create_task(_collect(stream))
+        pushed = 0
+        while not stream.degraded and pushed < 100:  # 5x faster than real time
+            stream.push_audio(np.zeros(1600, dtype=np.float32), 16_000)
+            pushed += 1
+            await asyncio.sleep(0.02)
+        assert stream.degraded
+        engine.slow = False
+        limit = pushed + 40
+        while stream.degraded and pushed < limit:  # now the engine keeps up: within 2 s
+            stream.push_audio(np.zeros(1600, dtype=np.float32), 16_000)
+            pushed += 1
+            await asyncio.sleep(0.05)
+        assert not stream.degraded
+        await stream.aclose()
+        events = await collector
+    assert stream.session.inbox.dropped_samples == 0
+    assert any(e.flags.get("degraded") for e in events)
+    assert not events[-1].flags.get("degraded")
+    assert engine.samples_seen["a"] == pushed * 1600  # every sample reached the engine
 
 
 async def test_every_speaker_gets_served_in_rotating_order() -> None:

@@ -46,7 +46,11 @@ class LocalAgreement:
     """Commit words that ended this long before the audio's end even without agreement."""
     min_window_seconds: float = 0.0
     """Nothing of an utterance is committed before its audio spans this long: from a
-    too-short window Whisper guesses the first words without their right context."""
+    too-short window Whisper guesses the first words without their right context..."""
+    early_agreement: int = 0
+    """...unless this many consecutive hypotheses (at least 3) agree on them: the
+    stricter agreement that lets an utterance's first words be final before the window
+    (0: never)."""
     echo_seconds: float = 1.0
     """After a trim, leading hypothesis words that repeat the last committed words and
     start within this long of their end are the same speech heard again."""
@@ -56,6 +60,8 @@ class LocalAgreement:
     """Committed words whose audio was trimmed away (kept for the prompt)."""
     _tail: list[Word] = field(default_factory=list)
     _last_commit_end: float = float("-inf")
+    _early: list[list[Word]] = field(default_factory=list)
+    """The latest hypotheses (uncommitted words) while inside the minimum window."""
 
     def reset(self, *, keep_prompt: bool = True) -> None:
         """Starts a new utterance; the committed text stays as context unless told not to."""
@@ -64,6 +70,7 @@ class LocalAgreement:
         self.committed = []
         self._tail = []
         self._last_commit_end = float("-inf")
+        self._early = []
 
     @property
     def tail(self) -> list[Word]:
@@ -81,6 +88,7 @@ class LocalAgreement:
         *,
         audio_end: float | None = None,
         utterance_start: float | None = None,
+        early: bool = True,
     ) -> list[Word]:
         """Takes a new hypothesis of the buffer; returns the words it newly commits.
 
@@ -88,17 +96,18 @@ class LocalAgreement:
         ``max_tentative_seconds`` set, a word that ended that long before the end of the
         audio is committed even without agreement, which bounds the finalisation delay
         when the recogniser keeps hesitating over one word. With ``utterance_start``,
-        nothing is committed until ``min_window_seconds`` of the utterance were heard.
+        nothing is committed until ``min_window_seconds`` of the utterance were heard,
+        except what ``early_agreement`` hypotheses in a row agree on (unless ``early`` is
+        False).
         """
         new = self._strip_committed(hypothesis)
         if (
             audio_end is not None
             and utterance_start is not None
-            and self._last_commit_end == float("-inf")
             and audio_end - utterance_start < self.min_window_seconds
         ):
-            self._tail = new
-            return []
+            return self._insert_early(new, audio_end, allowed=early)
+        self._early = []
         commit: list[Word] = []
         for old, word in zip(self._tail, new, strict=False):
             if normalise(old.text) != normalise(word.text):
@@ -114,6 +123,25 @@ class LocalAgreement:
         if commit:
             self.committed.extend(commit)
             self._last_commit_end = commit[-1].end
+        return commit
+
+    def _insert_early(self, new: list[Word], audio_end: float, *, allowed: bool) -> list[Word]:
+        """Inside the minimum window: commits what the last ``early_agreement``
+        hypotheses all agree on (and that is not too close to the audio's end)."""
+        self._early = [*self._early, new][-max(1, self.early_agreement) :]
+        commit: list[Word] = []
+        if allowed and self.early_agreement >= 3 and len(self._early) == self.early_agreement:
+            for i, word in enumerate(new):
+                keys = {normalise(h[i].text) if i < len(h) else None for h in self._early[:-1]}
+                if keys != {normalise(word.text)} or word.end > audio_end - self.hold_seconds:
+                    break
+                commit.append(word)
+        self._tail = new[len(commit) :]
+        if commit:
+            self.committed.extend(commit)
+            self._last_commit_end = commit[-1].end
+            # The agreed words leave every remembered hypothesis.
+            self._early = [h[len(commit) :] for h in self._early]
         return commit
 
     def finish(self, hypothesis: Sequence[Word] | None = None) -> list[Word]:

@@ -115,6 +115,7 @@ class WhisperEngine(Engine):
                 hold_seconds=s.hold_seconds,
                 max_tentative_seconds=s.max_tentative_seconds,
                 min_window_seconds=s.min_window_seconds,
+                early_agreement=s.early_agreement,
             ),
             vad=VadStream(
                 self.vad_model,

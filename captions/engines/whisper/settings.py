@@ -25,7 +25,9 @@ class WhisperSettings:
     max_tentative_seconds: float = 2.0
     """A word this old (behind the audio's end) is finalised even without agreement."""
     min_window_seconds: float = 2.5
-    """No word of an utterance is final before this much of it was heard."""
+    """No word of an utterance is final before this much of it was heard..."""
+    early_agreement: int = 0
+    """...unless this many consecutive hypotheses agree on it (0: never; else >= 3)."""
     final_beam_size: int = 4
     """Beam width of the last transcription of an utterance (the steps decode greedily)."""
     fallback_beam_size: int = 4
@@ -59,6 +61,12 @@ class WhisperSettings:
     foreign_min_seconds: float = 2.0
     """Looks at less of an utterance than this do not count (see language.py)."""
     vad_threshold: float = 0.5
+    final_tail_only: int = 0
+    """1: an utterance's last look decodes only the audio after its last final word
+    (the final words prompt the decoder); 0: the whole buffer."""
+    skip_silent_steps: int = 0
+    """1: an open utterance is not re-transcribed while the VAD heard no speech since
+    its last transcription (a pause inside it); 0: every step is taken."""
     # Hypotheses that look like Whisper's hallucinations on non-speech are dropped.
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0

@@ -59,7 +59,10 @@ class Utterances:
             # Nothing more to transcribe in this utterance; its audio is not kept.
             s.buffer_start = s.transcribed_to = s.position
             return False
-        return s.active and s.position - s.transcribed_to >= samples(self.settings.step_seconds)
+        if not s.active or s.position - s.transcribed_to < samples(self.settings.step_seconds):
+            return False
+        assert s.vad is not None
+        return not self.settings.skip_silent_steps or s.vad.last_speech_end > s.transcribed_to
 
     def _on_change(self, s: WhisperSession, change: SpeechChange) -> None:
         if change.kind == "start" and not s.active:
@@ -93,6 +96,7 @@ class Utterances:
             hypothesis.words,
             audio_end=s.position / SAMPLE_RATE,
             utterance_start=(s.position if judging else s.utterance_start) / SAMPLE_RATE,
+            early=not judging,
         )
         s.track.update(commit=commit, tail=s.agreement.tail)
         self._trim(s)
@@ -111,12 +115,7 @@ class Utterances:
         committed = s.agreement.committed
         buffer_seconds = (s.position - s.buffer_start) / SAMPLE_RATE
         if buffer_seconds > settings.max_buffer_seconds and committed:
-            tail = s.agreement.tail
-            # The earlier of the two: the last word's end is often stretched too late.
-            cut = min(committed[-1].end, tail[0].start) if tail else committed[-1].end
-            cut_sample = min(s.position, max(s.buffer_start, round(cut * SAMPLE_RATE)))
-            s.buffer_start = cut_sample
-            s.agreement.trim(cut_sample / SAMPLE_RATE)
+            self._trim_at_last_commit(s, s.position)
         elif buffer_seconds > 2 * settings.max_buffer_seconds:
             # No agreement for a long time (e.g. endless non-speech): give up on the buffer.
             self.close(s, s.position)
@@ -128,11 +127,24 @@ class Utterances:
             # Readability: a long caption closes at its last final word; the tail moves on.
             s.track.end_utterance(tail=())
 
+    def _trim_at_last_commit(self, s: WhisperSession, end: int) -> None:
+        """The buffer starts again at the last final word; the final words before the cut
+        move into the decoder's prompt."""
+        committed, tail = s.agreement.committed, s.agreement.tail
+        # The earlier of the two: the last word's end is often stretched too late.
+        cut = min(committed[-1].end, tail[0].start) if tail else committed[-1].end
+        cut_sample = min(end, max(s.buffer_start, round(cut * SAMPLE_RATE)))
+        s.buffer_start = cut_sample
+        s.agreement.trim(cut_sample / SAMPLE_RATE)
+
     def close(self, s: WhisperSession, end: int) -> None:
         """Ends the open utterance at ``end`` (absolute sample): a last look makes every
-        word final."""
+        word final (with ``final_tail_only``, a look at the audio after the last final
+        word only, with the final words as the prompt)."""
         foreign = s.track.unsupported_language
-        if s.track.unsupported_language:
+        if self.settings.final_tail_only and s.active and s.agreement.committed and not foreign:
+            self._trim_at_last_commit(s, end)
+        if foreign:
             s.track.end_utterance()
         elif s.active and end - s.buffer_start >= samples(0.1):
             last = s.last_hypothesis
