@@ -8,6 +8,7 @@ the page and driven with caption events as the sidecar sends them.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -594,3 +595,37 @@ def test_caption_language_and_unsupported_language_notice(page: Any) -> None:
     assert "need another model" in line["text"]
     log = page.eval_on_selector("[data-role=lab-log]", "e => e.textContent")
     assert "Chloé: (speaking a language" in log
+
+
+def test_page_state_changes_only_through_the_store(page: Any) -> None:
+    """The meeting page's modules read the state with current() and change it only with
+    store.js's named functions, which tell every subscriber which keys changed."""
+    static = Path(__file__).resolve().parent.parent / "meeting" / "static"
+    pokes = [
+        f"{path.name}:{n}"
+        for path in static.glob("*.js")
+        if path.name != "store.js"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if re.search(r"current\(\)(\.\w+)+(\[[^\]]+\])?\s*(=(?!=)|\+=|-=|\+\+|--)", line)
+    ]
+    assert not pokes, pokes
+    seen = page.evaluate(
+        """async () => {
+          const store = await import('/static/store.js');
+          const seen = [];
+          store.onChange((keys, state) => seen.push([[...keys], state.micMuted]));
+          store.setMicMuted(true);
+          store.setFeed({ socket: 'open' });
+          const before = store.setRoomCaptions({ enabled: false });
+          store.setMicMuted(false);
+          return { seen, everOpen: store.current().feed.everOpen, before: before.enabled,
+                   languages: store.current().roomCaptions.languages };
+        }"""
+    )
+    assert seen["seen"] == [
+        [["micMuted"], True],
+        [["feed"], True],
+        [["roomCaptions"], True],
+        [["micMuted"], False],
+    ]
+    assert seen["everOpen"] is True and seen["before"] is True and seen["languages"] == []

@@ -72,20 +72,19 @@ function refreshOpacityChoices(form, settings) {
   }
 }
 
-/** Wires the settings form: every radio group named after a setting saves and applies at once. */
-export function bindSettingsForm(form, settings, onChange = () => {}) {
+/** Wires the settings form: every radio group named after a setting calls
+ * `choose(key, value)` at once; `settings()` gives the current settings. */
+export function bindSettingsForm(form, settings, choose) {
   for (const key of Object.keys(CHOICES)) {
     for (const input of form.querySelectorAll(`input[name="${key}"]`)) {
-      input.checked = input.value === settings[key];
+      input.checked = input.value === settings()[key];
       input.addEventListener("change", () => {
         if (!input.checked) return;
-        settings[key] = input.value;
-        saveSettings(settings);
-        applySettings(settings);
-        refreshOpacityChoices(form, settings);
-        onChange(settings);
+        choose(key, input.value);
+        applySettings(settings());
+        refreshOpacityChoices(form, settings());
       });
     }
   }
-  refreshOpacityChoices(form, settings);
+  refreshOpacityChoices(form, settings());
 }
