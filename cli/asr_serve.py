@@ -15,6 +15,7 @@ from aiohttp import web
 from captions.asr_server import ASR_STREAMING_PATH, AsrServerLimits, create_asr_app
 from captions.engines import create_engine
 from cli.common import add_engine_arguments, add_metrics_token_argument, engine_options
+from common.exceptions import ConfigError
 from meeting.ops import add_asr_ops_routes
 
 
@@ -59,5 +60,11 @@ def run(args: argparse.Namespace) -> int:
         f"serving {url} with engine {engine.info.name} ({engine.info.model or 'default'})",
         flush=True,
     )
-    web.run_app(app, host=args.host, port=args.port, print=None)
+    try:
+        web.run_app(app, host=args.host, port=args.port, print=None)
+    except OSError as exc:  # a busy port is the usual cause: say so, not a traceback
+        raise ConfigError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
+            "(is another server running there? choose --port)"
+        ) from exc
     return 0

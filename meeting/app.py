@@ -33,7 +33,7 @@ from captions.asr_server import add_asr_routes
 from captions.metrics import EngineCollector
 from captions.runtime import EngineRunner
 from common.aio import bounded, wait_ended
-from common.exceptions import DirectoryUnavailableError, PlacementError
+from common.exceptions import ConfigError, DirectoryUnavailableError, PlacementError
 from meeting.api import install_captions_api
 from meeting.directory import NodeLoad, RoomDirectory, default_node_id
 from meeting.hub import CaptionHub
@@ -155,7 +155,13 @@ class Meeting:
             ssl_context=self._ssl_context(),
             guard=self.connections,
         )
-        await public.start()
+        try:
+            await public.start()
+        except OSError as exc:  # a busy port is the usual cause: say so, not a traceback
+            raise ConfigError(
+                f"cannot listen on {self.settings.host}:{self.settings.port}: "
+                f"{exc.strerror or exc} (is another server running there? choose --port)"
+            ) from exc
         self.port = _bound_port(public)
         internal = web.TCPSite(self._web, "127.0.0.1", 0)
         await internal.start()

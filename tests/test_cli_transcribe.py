@@ -67,6 +67,7 @@ def test_bad_model_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
 def test_language_not_in_english_only_model(capsys: pytest.CaptureFixture[str]) -> None:
     line = _error_line(capsys, ["transcribe", "--fast", "--language", "fr", str(synthesize(FOX))])
     assert "English-only" in line
+    assert "model tiny.en is" in line  # its name, not its directory's ("model")
 
 
 def test_output_directory_must_exist(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from captions.audio import load_audio
 from captions.runtime import EngineRunner
+from common.exceptions import ConfigError
 from meeting.app import TRANSCRIPTS_FILE, Meeting
 from meeting.store import SqliteTranscriptStore
 from sfu.client import SfuClient
@@ -50,6 +52,20 @@ async def test_self_signed_tls_and_links(tmp_path: Path) -> None:
                 await http.get(url)  # a real client does not trust it silently
     finally:
         await meeting.stop()
+
+
+async def test_a_busy_port_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(port=port, data_dir=tmp_path, secret_override=SECRET)
+        meeting = Meeting(settings, EngineRunner(ScriptedEngine()))
+        try:
+            with pytest.raises(ConfigError, match=f"127.0.0.1:{port}.*choose --port"):
+                await meeting.start()
+        finally:
+            await meeting.stop()
 
 
 @pytest.mark.slow

@@ -19,7 +19,12 @@ from captions.engines.local_agreement import LocalAgreement
 from captions.engines.whisper.batching import BatchTranscriber
 from captions.engines.whisper.decode import Decoder
 from captions.engines.whisper.language import ForeignSpeech, SpeakerLanguage
-from captions.engines.whisper.models import check_model_dir, model_settings, resolve_model
+from captions.engines.whisper.models import (
+    check_model_dir,
+    model_name,
+    model_settings,
+    resolve_model,
+)
 from captions.engines.whisper.session import WhisperSession
 from captions.engines.whisper.settings import WhisperSettings
 from captions.engines.whisper.utterances import Utterances
@@ -82,7 +87,7 @@ class WhisperEngine(Engine):
             languages=languages,
             max_streams=max_streams,
             model=str(model_path),
-            description=f"Whisper {model_path.name} (CTranslate2 int8 on {device}), "
+            description=f"Whisper {model_name(model_path)} (CTranslate2 int8 on {device}), "
             "Silero VAD, LocalAgreement-2",
         )
 
@@ -90,12 +95,13 @@ class WhisperEngine(Engine):
     def _check_language(language: str | None, languages: tuple[str, ...], path: Path) -> None:
         if language is None or language in languages:
             return
+        name = model_name(path)
         if languages == ("en",):
             raise UnsupportedLanguageError(
-                f"model {path.name} is English-only; for {language!r} use the multilingual "
+                f"model {name} is English-only; for {language!r} use the multilingual "
                 "model (--model base) or another CTranslate2 Whisper model (--model PATH)"
             )
-        raise UnsupportedLanguageError(f"model {path.name} does not know language {language!r}")
+        raise UnsupportedLanguageError(f"model {name} does not know language {language!r}")
 
     def create_session(
         self, track: CaptionTrack, inbox: AudioInbox, *, language: str | None = None

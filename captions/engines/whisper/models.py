@@ -75,6 +75,16 @@ def model_settings(model: str | Path | None) -> Mapping[str, float]:
     return named.settings if named is not None else {}
 
 
+def model_name(path: Path) -> str:
+    """What to call the model at ``path`` in messages: its name when it is a named model
+    (the packaged tiny.en lives in a directory called just ``model``), else the path."""
+    for named in NAMED_MODELS.values():
+        located = named.locate()
+        if located is not None and located.resolve() == path.resolve():
+            return named.name
+    return str(path)
+
+
 def is_model_dir(path: Path) -> bool:
     return (path / "model.bin").is_file() and (path / "config.json").is_file()
 
