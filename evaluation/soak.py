@@ -204,8 +204,10 @@ class Soak:
         async with aiohttp.ClientSession() as http:
             while True:
                 try:
-                    async with http.ws_connect(ws_url, heartbeat=30) as ws:
-                        deadline = None if seconds is None else time.monotonic() + seconds
+                    async with (
+                        http.ws_connect(ws_url, heartbeat=30) as ws,
+                        asyncio.timeout(seconds),  # leaves on time, even in a silent room
+                    ):
                         async for msg in ws:
                             if msg.type != aiohttp.WSMsgType.TEXT:
                                 continue
@@ -213,8 +215,8 @@ class Soak:
                             if seconds is None and data.get("kind") == "final":
                                 key = (room, data["speaker"], int(data["utterance"]))
                                 self.arrivals.setdefault(key, time.time())
-                            if deadline is not None and time.monotonic() > deadline:
-                                return
+                except TimeoutError:
+                    return
                 except aiohttp.ClientError:
                     pass
                 if seconds is not None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses: espeak-ng (extra voices), chromium + driver (browser tests),
-# postgresql, redis-server and haproxy (cluster tests and deploy/cluster.py start their own).
+# postgresql, redis-server and haproxy (cluster tests and deploy/cluster.py start their own),
+# nftables (packet loss in a private network namespace: evaluation/faults.py).
 # npm: test tools from npm (axe-core for the accessibility tests), pinned by tests/npm/package-lock.json
 # and installed into the git-ignored tests/npm/node_modules; the page never loads them from a CDN.
 # Installs only what is missing, and only when it can (root or sudo).
@@ -20,6 +21,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=()
 if [ "$(id -u)" -ne 0 ]; then

@@ -50,12 +50,13 @@ import numpy.typing as npt
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from yarl import URL
 
 from common.aio import bounded, cancel_and_wait
 from common.exceptions import AuthError, CaptionsError, ProtocolError
 from sfu.contrib.media import PacedPacketTrack
 from sfu.forwarding import EncodedFrameReceiver, EncodedTrack, receive_encoded
-from sfu.peer import new_peer_connection
+from sfu.peer import new_peer_connection, offer_loopback_candidates
 from sfu.signalling import encode, parse_server_message
 
 EVENT_QUEUE = 1000
@@ -190,6 +191,10 @@ class SfuClient:
         or an ``ssl.SSLContext``. Raises an :class:`AuthError` (with ``code``) if the token
         is refused, a :class:`ProtocolError` if the SFU cannot be reached.
         """
+        if URL(url).host in ("127.0.0.1", "localhost", "::1"):
+            # The SFU is on this machine: also offer loopback candidates, so that media
+            # flows even where loopback is the only interface (as the server does).
+            offer_loopback_candidates()
         http = aiohttp.ClientSession()
         ws_url = url.rstrip("/").replace("http", "ws", 1) + "/ws"
         try:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aioice.ice
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
@@ -276,3 +277,19 @@ class Peer:
         for pc in (self.publisher_pc, self.subscriber_pc):
             if pc is not None:  # bounded: an interrupted aiortc close never resolves again
                 await bounded(pc.close(), timeout=CLOSE_TIMEOUT, what="closing a peer connection")
+
+
+def offer_loopback_candidates() -> None:
+    """aioice skips 127.0.0.1; add it so a meeting works on a machine without a LAN."""
+    original = aioice.ice.get_host_addresses
+    if getattr(original, "with_loopback", False):
+        return
+
+    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses = original(use_ipv4, use_ipv6)
+        if use_ipv4 and "127.0.0.1" not in addresses:
+            addresses.append("127.0.0.1")
+        return addresses
+
+    with_loopback.with_loopback = True  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = with_loopback

@@ -17,7 +17,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import aioice.ice
 from aiohttp import WSMsgType, web, web_response
 
 from common.aio import bounded, cancel_and_wait, wait_ended
@@ -31,7 +30,7 @@ from common.exceptions import (
     TokenInvalidError,
 )
 from common.security_headers import SERVER_NAME, security_headers
-from sfu.peer import OUTBOX_MESSAGES, Peer
+from sfu.peer import OUTBOX_MESSAGES, Peer, offer_loopback_candidates
 from sfu.room import Room, Rooms
 from sfu.settings import Settings
 from sfu.signalling import (
@@ -312,7 +311,9 @@ class Connection:
 
 async def _drop_peer(server: SfuServer, peer: Peer, room: Room, *, announce: bool) -> None:
     removed = room.remove(peer)
-    for other in room.others(peer):
+    # A snapshot: other peers leave meanwhile (every bot closing at once changed the
+    # dict during the awaits below: "dictionary changed size during iteration").
+    for other in list(room.others(peer)):
         if await other.unsubscribe(peer):
             server.spawn(other.renegotiate())
     if removed and announce and not peer.grants.hidden:
@@ -333,7 +334,7 @@ SFU = web.AppKey("sfu", SfuServer)
 def create_app(settings: Settings) -> web.Application:
     """The SFU as an aiohttp application; ``app[SFU]`` is its :class:`SfuServer`."""
     if settings.ice_loopback:
-        _offer_loopback_candidates()
+        offer_loopback_candidates()
     app = web.Application(client_max_size=settings.max_message_bytes)
     install_security_headers(app)
     server = SfuServer(settings)
@@ -360,19 +361,3 @@ def install_security_headers(app: web.Application) -> None:
         response.headers.update(security_headers(request.host, tls=request.secure))
 
     app.on_response_prepare.append(add_headers)
-
-
-def _offer_loopback_candidates() -> None:
-    """aioice skips 127.0.0.1; add it so a meeting works on a machine without a LAN."""
-    original = aioice.ice.get_host_addresses
-    if getattr(original, "with_loopback", False):
-        return
-
-    def with_loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        addresses = original(use_ipv4, use_ipv6)
-        if use_ipv4 and "127.0.0.1" not in addresses:
-            addresses.append("127.0.0.1")
-        return addresses
-
-    with_loopback.with_loopback = True  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = with_loopback
