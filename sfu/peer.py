@@ -179,9 +179,17 @@ class Peer:
 
     # ------------------------------------------------------------ subscribing
 
+    @property
+    def can_receive(self) -> bool:
+        """False once this peer is closed, or once aiortc closed its subscriber connection
+        by itself (it does when the remote end closes every DTLS transport): a peer that
+        can no longer receive must not stop the others from publishing."""
+        pc = self.subscriber_pc
+        return not self.closed and (pc is None or pc.signalingState != "closed")
+
     def subscribe(self, publisher: Peer, kind: str) -> None:
         publication = publisher.publications.get(kind)
-        if publication is None or not self.grants.can_subscribe or self.closed:
+        if publication is None or not self.grants.can_subscribe or not self.can_receive:
             return
         if self.subscriber_pc is None:
             self.subscriber_pc = new_peer_connection()
@@ -216,7 +224,7 @@ class Peer:
 
     async def renegotiate(self) -> None:
         """Sends a subscriber offer now, or after the pending one is answered."""
-        if self.subscriber_pc is None or self.closed:
+        if self.subscriber_pc is None or not self.can_receive:
             return
         if self._offer_pending:
             self._renegotiate_again = True
@@ -225,6 +233,9 @@ class Peer:
         self._renegotiate_again = False
         pc = self.subscriber_pc
         async with self._negotiation_lock:
+            if not self.can_receive:  # closed while waiting for the lock
+                self._offer_pending = False
+                return
             offer = await pc.createOffer()
             await pc.setLocalDescription(offer)
         tracks = [
