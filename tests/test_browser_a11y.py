@@ -39,8 +39,6 @@ def link(base: str, name: str, role: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
-    if not AXE.exists():
-        pytest.skip(f"{AXE} missing: scripts/system-deps.sh installs axe-core from npm")
     with sfu_server(SECRET, tmp_path_factory.mktemp("a11y"), captions=True) as server:
         server.call(server.hub.attach_captioner, ROOM)
         server.call(server.hub.update_status, ROOM, SidecarStatus(languages=("en", "fr")))
@@ -51,6 +49,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer
 def playwright() -> Iterator[Any]:
     with chromium_playwright() as p:
         yield p
+
+
+def require_axe() -> None:
+    if not AXE.exists():
+        pytest.skip(f"{AXE} missing: scripts/system-deps.sh installs axe-core from npm")
 
 
 def axe_violations(page: Any) -> list[dict[str, Any]]:
@@ -86,6 +89,7 @@ def publish(server: InProcessServer, utterance: int, text: str, kind: str = "fin
 
 
 def test_axe_on_error_screens(playwright: Any, server: InProcessServer) -> None:
+    require_axe()
     with browser_page(playwright) as page:
         page.add_init_script(path=str(AXE))
         page.goto(f"{server.url}/room/{ROOM}")
@@ -104,6 +108,7 @@ def test_axe_on_error_screens(playwright: Any, server: InProcessServer) -> None:
 def test_axe_on_join_meeting_panels_dialog_and_left(
     playwright: Any, server: InProcessServer
 ) -> None:
+    require_axe()
     with browser_page(playwright) as page:
         page.add_init_script(path=str(AXE))
         page.goto(link(server.url, "Hana", "host"))
