@@ -104,6 +104,13 @@ export class CaptionOverlay {
     this.pinned = document.createElement("span"); // the name of a line cut at the top
     this.pinned.className = "caption-pinned caption-speaker";
     this.pinned.hidden = true;
+    this.more = document.createElement("span"); // newer text waits below the box
+    this.more.className = "caption-more";
+    this.more.textContent = "▼";
+    this.more.hidden = true;
+    // Both marks repeat what the (aria-hidden) overlay shows; the live log speaks for it.
+    for (const mark of [this.pinned, this.more]) mark.setAttribute("aria-hidden", "true");
+    this.top = 0; // where scroll() put the box's top (smooth scrolling may not be there yet)
   }
 
   /** Applies one caption event; returns false when it was stale or malformed. */
@@ -236,8 +243,8 @@ export class CaptionOverlay {
       for (const line of this.lines.values()) line.shown = true;
       return;
     }
-    const top = box.scrollTop + (parseFloat(getComputedStyle(box).paddingTop) || 0) - 1;
-    const bottom = box.scrollTop + box.clientHeight;
+    const top = this.top + (parseFloat(getComputedStyle(box).paddingTop) || 0) - 1;
+    const bottom = this.top + box.clientHeight;
     for (const line of this.lines.values()) {
       const start = line.el.offsetTop;
       line.shown = start >= top && start + 1 < bottom;
@@ -263,8 +270,9 @@ export class CaptionOverlay {
     const box = this.container;
     box.style.setProperty("--caption-spacer", "0px");
     this.pinned.hidden = true;
+    this.more.hidden = true;
     if (!this.overflowing()) {
-      box.scrollTop = 0;
+      this.scrollTo(0);
       return;
     }
     const padding = parseFloat(getComputedStyle(box).paddingTop) || 0;
@@ -275,18 +283,31 @@ export class CaptionOverlay {
     if (start) {
       const top = start.el.offsetTop - padding;
       box.style.setProperty("--caption-spacer", `${Math.max(0, top - needed)}px`);
-      box.scrollTop = top;
+      this.scrollTo(top);
+      // Newer text below an unread final: a mark says more is coming.
+      if (top < needed - 1) this.place(this.more, box.offsetTop + box.offsetHeight, box.offsetLeft + box.offsetWidth);
       return;
     }
-    box.scrollTop = needed;
+    this.scrollTo(needed);
     // The newest line alone is taller than the box: its start is above, its name is pinned.
     const cut = lines[lines.length - 1].el;
     this.pinned.textContent = cut.dataset.speaker;
-    this.pinned.style.top = `${box.offsetTop}px`;
-    this.pinned.style.left = `${box.offsetLeft}px`;
     this.pinned.dataset.color = cut.dataset.color;
-    this.pinned.hidden = false;
-    if (this.pinned.parentElement !== box.parentElement) box.parentElement?.append(this.pinned);
+    this.place(this.pinned, box.offsetTop, box.offsetLeft);
+  }
+
+  scrollTo(top) {
+    this.top = top;
+    this.container.scrollTop = top;
+  }
+
+  /** Shows a mark beside the box, in the caption region (top/left in its pixels). */
+  place(mark, top, left) {
+    mark.style.top = `${top}px`;
+    mark.style.left = `${left}px`;
+    mark.hidden = false;
+    const region = this.container.parentElement;
+    if (region && mark.parentElement !== region) region.append(mark);
   }
 
   /** The oldest final line (with `read`, only one already read), or null. */
