@@ -229,15 +229,18 @@ class CaptionsApi:
 
     async def _auth_message(self, ws: web.WebSocketResponse) -> str:
         try:
-            msg = await ws.receive(timeout=self.limits.auth_timeout_seconds)
+            # One deadline for the whole wait (not receive(timeout=...): aiohttp restarts
+            # that on every ping it answers, so a pinging client would never time out).
+            async with asyncio.timeout(self.limits.auth_timeout_seconds):
+                msg = await ws.receive()
         except TimeoutError:
             await self._close(ws, CloseCode.TIMEOUT, "token_missing")
             raise TokenMissingError("no auth message within the time limit") from None
-        try:
-            message = parse_client(msg.data, max_bytes=self.limits.max_client_message_bytes)
-        except ProtocolError:
-            message = None
-        if msg.type != WSMsgType.TEXT or not isinstance(message, Auth):
+        message = None
+        if msg.type == WSMsgType.TEXT:  # not a close, an error (oversize) or binary
+            with contextlib.suppress(ProtocolError):
+                message = parse_client(msg.data, max_bytes=self.limits.max_client_message_bytes)
+        if not isinstance(message, Auth):
             raise TokenMissingError("the first message must be an auth message")
         return message.token
 

@@ -29,6 +29,8 @@ from common.exceptions import (
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
 DEFAULT_MAX_PROTOCOL_ERRORS = 20
 JOIN_TIMEOUT_SECONDS = 10.0
+MAX_MLINE_INDEX = 1023  # media sections of one session description
+MAX_SAFE_INTEGER = 2**53 - 1  # what a browser's JSON.parse keeps exact
 
 MediaKind = Literal["audio", "video"]
 PcName = Literal["publisher", "subscriber"]
@@ -117,6 +119,8 @@ def parse_client_message(
         if pc not in ("publisher", "subscriber"):
             raise MalformedMessageError("candidate.pc must be 'publisher' or 'subscriber'")
         index = _optional(obj, "sdp_mline_index", int)
+        if index is not None and not 0 <= index <= MAX_MLINE_INDEX:
+            raise MalformedMessageError(f"candidate.sdp_mline_index must be 0 to {MAX_MLINE_INDEX}")
         return Candidate(
             pc=pc,
             candidate=_optional(obj, "candidate", str) or None,
@@ -134,6 +138,8 @@ def parse_client_message(
         ident = obj.get("id")
         if ident is not None and (not isinstance(ident, str | int) or isinstance(ident, bool)):
             raise MalformedMessageError("ping.id must be a string or an integer")
+        if isinstance(ident, int) and not abs(ident) <= MAX_SAFE_INTEGER:
+            raise MalformedMessageError("ping.id must be a safe integer (|id| < 2**53)")
         return Ping(id=ident)
     raise UnknownMessageTypeError(f"unknown message type {kind[:40]!r}")
 
