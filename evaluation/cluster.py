@@ -158,6 +158,9 @@ class LocalCluster:
             node_id,
             "--public-url",
             f"http://127.0.0.1:{port}",
+            # Every client comes through HAProxy's one address (which caps per source).
+            "--max-connections-per-address",
+            "2048",
             *self.node_args,
             *self.per_node_args.get(node_id, ()),
         ]

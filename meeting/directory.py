@@ -47,7 +47,9 @@ from common.exceptions import DirectoryUnavailableError, PlacementError
 log = logging.getLogger(__name__)
 
 # KEYS: room key, "since" key. ARGV: node key prefix, rooms-of prefix, room, warm-up
-# seconds, candidate node ids in order of preference. Returns the owner; "" while the
+# seconds, candidate node ids in order of preference (heartbeat load). The live candidate
+# with the fewest placed rooms wins, counted inside the script so that rooms placed at
+# the same moment spread over the nodes. Returns the owner; "" while the
 # directory is younger than the warm-up (live nodes have not all re-claimed their rooms
 # yet); nil when no candidate is live.
 _PLACE = """
@@ -60,15 +62,22 @@ local since = tonumber(redis.call('GET', KEYS[2]) or now)
 if now - since < tonumber(ARGV[4]) then
   return ''
 end
+local best, fewest = nil, nil
 for i = 5, #ARGV do
   if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 1 then
-    if owner then redis.call('SREM', ARGV[2] .. owner, ARGV[3]) end
-    redis.call('SET', KEYS[1], ARGV[i])
-    redis.call('SADD', ARGV[2] .. ARGV[i], ARGV[3])
-    return ARGV[i]
+    local placed = redis.call('SCARD', ARGV[2] .. ARGV[i])
+    if best == nil or placed < fewest then
+      best, fewest = ARGV[i], placed
+    end
   end
 end
-return false
+if best == nil then
+  return false
+end
+if owner then redis.call('SREM', ARGV[2] .. owner, ARGV[3]) end
+redis.call('SET', KEYS[1], best)
+redis.call('SADD', ARGV[2] .. best, ARGV[3])
+return best
 """
 
 # KEYS: "since" key. Records when this Redis first saw a heartbeat (its clock, seconds).

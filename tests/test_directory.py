@@ -55,6 +55,10 @@ async def test_rooms_go_to_the_least_loaded_node_and_stay(nodes: dict[str, RoomD
     # Concurrent first joins of one room agree on one node.
     placed = await asyncio.gather(*(nodes[n].place("r3") for n in ("a", "b", "a", "b")))
     assert len({p.id for p in placed}) == 1
+    # Rooms placed at the same moment spread (the count is taken inside Redis).
+    burst = await asyncio.gather(*(a.place(f"burst{i}") for i in range(6)))
+    counts = [sum(1 for p in burst if p.id == n) for n in ("a", "b")]
+    assert sorted(counts) == [3, 3], counts
 
 
 async def test_a_dead_nodes_rooms_move_and_a_draining_node_gets_none(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from captions.events import CaptionEvent, Speaker, Word
-from common.exceptions import StoreUnavailableError
+from common.exceptions import StoreRejectedError, StoreUnavailableError
 from meeting.migrations import LATEST_VERSION
 from meeting.store import SqliteTranscriptStore, TranscriptStore, open_store
 
@@ -243,3 +243,19 @@ def test_a_read_only_data_directory_is_a_clear_error(tmp_path: Path) -> None:
             SqliteTranscriptStore(mount / "t.sqlite")
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+async def test_a_record_refused_for_good_is_dropped_not_retried(tmp_path: Path) -> None:
+    """The hub gives up on a final the database refuses (its data), so the writes behind it
+    are not blocked; a transient failure would be retried instead (test_store_outage)."""
+    from meeting.hub import CaptionHub
+
+    store = SqliteTranscriptStore(tmp_path / "t.sqlite")
+    hub = CaptionHub(store)
+    too_big = final(ALICE, 2**64, ("hi", 0, 1))  # over SQLite's 64-bit integers
+    with pytest.raises(StoreRejectedError):
+        await store.append("r", too_big, stream="a", stream_started_at=0)
+    await asyncio.wait_for(hub.persist("r", too_big, stream="a", stream_started_at=0), 2)
+    assert hub.store_failures == 1 and hub.pending_writes == 0
+    await hub.persist("r", final(ALICE, 1, ("next", 0, 1)), stream="a", stream_started_at=0)
+    assert [e.text for e in await store.transcript("r")] == ["next"]
