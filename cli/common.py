@@ -33,7 +33,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--language", help="language code, e.g. en or fr")
     group.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     group.add_argument("--max-streams", type=int, help="concurrent speakers the engine accepts")
-    group.add_argument("--kyutai-url", help="ws://HOST:PORT/api/asr-streaming (kyutai-remote)")
+    group.add_argument(
+        "--kyutai-url",
+        action="append",
+        default=[],
+        help="ws://HOST:PORT/api/asr-streaming (kyutai-remote); repeat it for a pool of"
+        " servers: speakers are spread (least connections) and moved when one fails",
+    )
     group.add_argument("--kyutai-api-key", help="API key for --kyutai-url (kyutai-remote)")
     group.add_argument(
         "--setting",
@@ -59,7 +65,8 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         language=args.language,
         device=args.device,
         max_streams=args.max_streams,
-        kyutai_url=args.kyutai_url,
+        kyutai_url=(args.kyutai_url or [None])[0],
+        kyutai_urls=tuple(args.kyutai_url or ()),
         kyutai_api_key=args.kyutai_api_key,
         settings=dict(getattr(args, "setting", None) or []),
     )

@@ -121,6 +121,7 @@ async def test_node_death_bots_and_viewers_come_back_through_the_entry_point(
     bot.start()
     try:
         await until(lambda: len(viewer.finals) >= 2, 180, "finals before the kill")
+        await asyncio.sleep(1.5)  # so that these finals were written well before the kill
         first_node = viewer.nodes[-1]
         killed_at = time.time()
         cluster.node(first_node).kill()

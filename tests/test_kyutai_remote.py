@@ -11,7 +11,12 @@ from aiohttp import web
 
 from captions.asr_server import AsrServerLimits, create_asr_app
 from captions.engines import EngineOptions, create_engine
-from captions.engines.kyutai_remote import KyutaiRemoteEngine, RemoteSettings, ServerTimeline
+from captions.engines.kyutai_remote import (
+    KyutaiRemoteEngine,
+    RemoteSettings,
+    ServerPool,
+    ServerTimeline,
+)
 from captions.events import CaptionEvent, Speaker
 from captions.runtime import EngineRunner
 from common.exceptions import EngineError
@@ -166,3 +171,103 @@ async def test_reconnects_after_a_drop_and_keeps_our_timeline() -> None:
         ("good", 0.3, 0.6),
         ("good", 1.58, 1.88),
     ]
+
+
+# -- a pool of servers (--kyutai-url repeated) ---------------------------------------------
+
+
+def test_pool_picks_least_connections_and_skips_failed_servers() -> None:
+    now = [0.0]
+    pool = ServerPool(["ws://a", "ws://b", "ws://a"], cooldown_seconds=5.0, clock=lambda: now[0])
+    assert pool.urls == ("ws://a", "ws://b")
+    picked = []
+    for _ in range(4):
+        url = pool.pick()
+        pool.acquire(url)
+        picked.append(url)
+    assert sorted(picked) == ["ws://a", "ws://a", "ws://b", "ws://b"]
+    pool.failed("ws://a")
+    assert pool.pick() == "ws://b"  # a failed lately, however loaded b is
+    now[0] = 6.0
+    pool.release("ws://a")
+    assert pool.pick() == "ws://a"  # cooled down, and now the least loaded
+    pool.failed("ws://a")
+    pool.failed("ws://b")
+    now[0] = 7.0
+    assert pool.pick() == "ws://a"  # all failed: the one that failed longest ago
+
+
+async def test_speakers_spread_over_a_pool_and_move_when_a_server_dies() -> None:
+    script = [("good", 0.3, 0.6), ("morning", 0.7, 1.1), ("everyone", 3.2, 3.7)]
+    first = ScriptedEngine(script, sample_rate=24_000, delay=0.0)
+    second = ScriptedEngine(script, sample_rate=24_000, delay=0.0)
+    async with Server(first) as a, Server(second) as b:
+        engine = KyutaiRemoteEngine(
+            RemoteSettings(
+                url=a.url,
+                more_urls=(b.url,),
+                api_key=KEY,
+                delay_seconds=0.0,
+                backoff_initial=0.05,
+            )
+        )
+        runner = EngineRunner(engine)
+        async with runner:
+            streams = [runner.open_stream(Speaker(name)) for name in ("s1", "s2")]
+            events = [asyncio.create_task(collect(s)) for s in streams]
+            for s in streams:
+                s.push_audio(np.zeros(24_000, dtype=np.float32), 24_000)
+            await asyncio.sleep(0.5)
+            connections = [s.session.connection for s in streams]  # type: ignore[attr-defined]
+            assert sorted(c.servers[0] for c in connections) == sorted([a.url, b.url])
+            # The server of s1 dies mid-stream; s1 moves to the other one.
+            dying = a if connections[0].servers[0] == a.url else b
+            await dying.runner.cleanup()
+            await asyncio.sleep(0.5)
+            for s in streams:
+                s.push_audio(np.zeros(120_000, dtype=np.float32), 24_000)
+                await s.aclose()
+            got = [await asyncio.wait_for(e, 20) for e in events]
+    moved = connections[0]
+    assert len(moved.servers) == 2 and moved.servers[1] != dying.url
+    assert connections[1].servers == [connections[1].servers[0]]
+    # Words after the move still arrive (this fake server starts its script again on every
+    # connection): the stream lost at most what was in flight.
+    moved_words = [w.text for e in got[0] if e.kind == "final" for w in e.words]
+    assert "everyone" in moved_words, moved_words
+    assert [w.text for e in got[1] if e.kind == "final" for w in e.words] == [
+        "good",
+        "morning",
+        "everyone",
+    ]
+
+
+async def test_a_full_server_sends_the_stream_to_another() -> None:
+    full = ScriptedEngine(SCRIPT, sample_rate=24_000, delay=0.0, max_streams=0)
+    free = ScriptedEngine(SCRIPT, sample_rate=24_000, delay=0.0)
+    async with Server(full) as a, Server(free) as b:
+        engine = KyutaiRemoteEngine(
+            RemoteSettings(url=a.url, more_urls=(b.url,), api_key=KEY, delay_seconds=0.0)
+        )
+        runner = EngineRunner(engine)
+        async with runner:
+            stream = runner.open_stream(Speaker("c"))
+            events = asyncio.create_task(collect(stream))
+            stream.push_audio(np.zeros(48_000, dtype=np.float32), 24_000)
+            await stream.aclose()
+            got = await asyncio.wait_for(events, 20)
+    assert [w.text for e in got if e.kind == "final" for w in e.words] == [w for w, _, _ in SCRIPT]
+    # The full server was tried (it answered "no free channels"), then skipped.
+    assert stream.session.connection.servers == [a.url, b.url]  # type: ignore[attr-defined]
+
+
+def test_load_accepts_a_pool_of_urls() -> None:
+    options = EngineOptions(kyutai_url="ws://a/x", kyutai_urls=("ws://a/x", "ws://b/x"))
+    engine = create_engine("kyutai-remote", options)
+    try:
+        assert isinstance(engine, KyutaiRemoteEngine)
+        assert engine.pool.urls == ("ws://a/x", "ws://b/x")
+    finally:
+        engine.close()
+    with pytest.raises(EngineError, match="ws://"):
+        create_engine("kyutai-remote", EngineOptions(kyutai_urls=("ws://a/x", "http://b")))

@@ -34,6 +34,8 @@ class EngineOptions:
     device: str = "auto"
     max_streams: int | None = None
     kyutai_url: str | None = None
+    kyutai_urls: tuple[str, ...] = ()
+    """Every ASR server of a kyutai-remote pool (``kyutai_url`` is the first)."""
     kyutai_api_key: str | None = None
     settings: dict[str, str] = field(default_factory=dict)
     """Engine tunables by name (``--setting NAME=VALUE``); an engine refuses names it

@@ -17,6 +17,12 @@ captioning sidecar can use a GPU pool of Kyutai servers on other machines.
 - A dropped connection reconnects with capped exponential backoff and jitter
   (:class:`common.aio.Backoff`, the project's one policy); audio is kept meanwhile
   (at most ``max_buffer_seconds``, oldest dropped) and times stay on our timeline.
+- A pool of servers (``--kyutai-url`` repeated, :class:`ServerPool`): each connection
+  goes to the server with the fewest of this engine's connections among those that have
+  not failed in the last ``server_cooldown_seconds``; a server that drops a stream,
+  refuses a connection or answers "no free channels" is skipped for that long, so the
+  stream moves to another server with its buffered audio. What is lost is the words in
+  flight: audio the failed server had received but not yet transcribed.
 
 The network runs on its own asyncio loop in a background thread; :meth:`step` (on the
 runtime's worker thread) only moves audio and received messages across, and a
@@ -31,8 +37,9 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,6 +72,9 @@ log = logging.getLogger(__name__)
 class RemoteSettings:
     url: str
     api_key: str | None = None
+    more_urls: tuple[str, ...] = ()
+    """Further servers of the pool, after ``url``."""
+    server_cooldown_seconds: float = 5.0
     delay_seconds: float = 0.5
     utterance_gap_seconds: float = 1.5
     end_of_turn_threshold: float = 0.6
@@ -76,6 +86,41 @@ class RemoteSettings:
     backoff_max: float = 10.0
     max_message_bytes: int = 1 << 20
     max_received_messages: int = 4096
+
+
+class ServerPool:
+    """The servers of one engine, used from its network loop only (no locking)."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        cooldown_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.urls = tuple(dict.fromkeys(urls))
+        self.cooldown_seconds = cooldown_seconds
+        self.clock = clock
+        self.connections = dict.fromkeys(self.urls, 0)
+        self.failed_at = dict.fromkeys(self.urls, -float("inf"))
+
+    def pick(self) -> str:
+        """Least connections among servers that have not failed lately; when all have,
+        the one that failed longest ago."""
+        now = self.clock()
+        healthy = [u for u in self.urls if now - self.failed_at[u] >= self.cooldown_seconds]
+        if not healthy:
+            return min(self.urls, key=lambda u: self.failed_at[u])
+        return min(healthy, key=lambda u: self.connections[u])
+
+    def acquire(self, url: str) -> None:
+        self.connections[url] += 1
+
+    def release(self, url: str) -> None:
+        self.connections[url] -= 1
+
+    def failed(self, url: str) -> None:
+        self.failed_at[url] = self.clock()
 
 
 class ServerTimeline:
@@ -127,11 +172,19 @@ class _Connection:
     """One speaker's WebSocket, run on the engine's network loop."""
 
     def __init__(
-        self, session: RemoteSession, settings: RemoteSettings, loop: asyncio.AbstractEventLoop
+        self,
+        session: RemoteSession,
+        settings: RemoteSettings,
+        loop: asyncio.AbstractEventLoop,
+        pool: ServerPool,
     ) -> None:
         self.session = session
         self.settings = settings
         self.loop = loop
+        self.pool = pool
+        self.url = settings.url
+        self.servers: list[str] = []
+        """The server of each connection, in order (a stream that moved lists several)."""
         self.audio: deque[PCM] = deque()
         self.pending = np.zeros(0, dtype=np.float32)  # less than a frame, kept across reconnects
         self.audio_samples = 0
@@ -183,25 +236,33 @@ class _Connection:
                         return
                     backoff.reset()
                 except (OSError, websockets.WebSocketException, ProtocolError, TimeoutError) as exc:
+                    self.pool.failed(self.url)
                     if self.loop.time() >= self.give_up_at:  # closing: keep what arrived
-                        log.warning("kyutai-remote %s: %s while closing", self.settings.url, exc)
+                        log.warning("kyutai-remote %s: %s while closing", self.url, exc)
                         return
-                    log.warning(
-                        "kyutai-remote %s: %s; retry %d", self.settings.url, exc, attempt + 1
-                    )
+                    log.warning("kyutai-remote %s: %s; retry %d", self.url, exc, attempt + 1)
         finally:
             self._deliver(None)
 
     async def _session_once(self) -> bool:
         """Runs one connection; True when the stream is complete."""
         headers = {"kyutai-api-key": self.settings.api_key} if self.settings.api_key else {}
+        self.url = self.pool.pick()
+        self.pool.acquire(self.url)
+        try:
+            return await self._connect_once(headers)
+        finally:
+            self.pool.release(self.url)
+
+    async def _connect_once(self, headers: dict[str, str]) -> bool:
         async with websockets.connect(
-            self.settings.url,
+            self.url,
             additional_headers=headers,
             max_size=self.settings.max_message_bytes,
             open_timeout=10,
         ) as ws:
             self.connects += 1
+            self.servers.append(self.url)
             self.server_samples = 0
             self.timeline.reconnected(self.our_samples / SAMPLE_RATE)
             receiver = asyncio.create_task(self._receive(ws))
@@ -285,9 +346,12 @@ class _Connection:
 
 class KyutaiRemoteEngine(Engine):
     def __init__(self, settings: RemoteSettings, *, max_streams: int | None = None) -> None:
-        if not settings.url.startswith(("ws://", "wss://")):
-            raise EngineError(f"--kyutai-url must be ws:// or wss://, got {settings.url!r}")
+        urls = (settings.url, *settings.more_urls)
+        for url in urls:
+            if not url.startswith(("ws://", "wss://")):
+                raise EngineError(f"--kyutai-url must be ws:// or wss://, got {url!r}")
         self.settings = settings
+        self.pool = ServerPool(urls, cooldown_seconds=settings.server_cooldown_seconds)
         self.info = EngineInfo(
             name="kyutai-remote",
             sample_rate=SAMPLE_RATE,
@@ -295,8 +359,8 @@ class KyutaiRemoteEngine(Engine):
             delay_seconds=settings.delay_seconds,
             languages=("en", "fr"),
             max_streams=max_streams,
-            model=settings.url,
-            description=f"Kyutai ASR streaming server at {settings.url}",
+            model=" ".join(self.pool.urls),
+            description=f"Kyutai ASR streaming server(s) at {', '.join(self.pool.urls)}",
             real_time_only=True,
         )
         self._loop = asyncio.new_event_loop()
@@ -309,7 +373,7 @@ class KyutaiRemoteEngine(Engine):
         self, track: CaptionTrack, inbox: AudioInbox, *, language: str | None = None
     ) -> RemoteSession:
         session = RemoteSession(track=track, inbox=inbox, language=language)
-        connection = _Connection(session, self.settings, self._loop)
+        connection = _Connection(session, self.settings, self._loop, self.pool)
         session.connection = connection
 
         def start() -> None:
@@ -411,12 +475,15 @@ class KyutaiRemoteEngine(Engine):
 
 
 def load(options: EngineOptions) -> KyutaiRemoteEngine:
-    if not options.kyutai_url:
+    if not (options.kyutai_urls or options.kyutai_url):
         raise EngineError(
             "kyutai-remote needs --kyutai-url ws://HOST:PORT/api/asr-streaming "
             "(and --kyutai-api-key KEY)"
         )
-    settings = RemoteSettings(url=options.kyutai_url, api_key=options.kyutai_api_key)
+    urls = options.kyutai_urls or (str(options.kyutai_url),)
+    settings = RemoteSettings(
+        url=urls[0], more_urls=tuple(urls[1:]), api_key=options.kyutai_api_key
+    )
     return KyutaiRemoteEngine(settings, max_streams=options.max_streams)
 
 
