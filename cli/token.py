@@ -3,6 +3,9 @@
 The link is the last line of the output: ``{base_url}/room/{room}#token={jwt}``. The
 token sits in the URL fragment, which browsers never send to the server, so it stays
 out of access logs; the meeting page reads it from ``location.hash``.
+
+With ``--captioner`` it mints the token of a separate ``captions sidecar --token T``
+instead (the ``captioner`` grant: hidden, subscribe-only) and prints the token alone.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, cast
 
+from common.exceptions import ConfigError
 from sfu.settings import Settings
 from sfu.tokens import DEFAULT_TTL_SECONDS, ROLES, Grants, Role, mint_token
 
@@ -22,8 +26,13 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--room", required=True, help="room name (letters, digits, _ . -)")
-    parser.add_argument("--name", required=True, help="display name of the participant")
+    parser.add_argument("--name", help="display name of the participant (required for a link)")
     parser.add_argument("--role", choices=ROLES, default="participant")
+    parser.add_argument(
+        "--captioner",
+        action="store_true",
+        help="a token for `captions sidecar --token` (printed alone) instead of a join link",
+    )
     parser.add_argument("--identity", help="unique identity (default: derived from the name)")
     parser.add_argument(
         "--ttl",
@@ -42,6 +51,12 @@ def join_link(base_url: str, room: str, token: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(data_dir=args.data_dir, public_base_url=args.base_url)
+    if args.captioner:
+        captioner = Grants.captioner_for(args.room, identity=args.identity or "captioner")
+        print(mint_token(settings.secret, captioner, ttl=args.ttl))
+        return 0
+    if not args.name:
+        raise ConfigError("--name is required for a join link (or pass --captioner)")
     grants = Grants.for_role(args.room, args.name, cast(Role, args.role), identity=args.identity)
     token = mint_token(settings.secret, grants, ttl=args.ttl)
     print(

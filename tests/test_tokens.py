@@ -222,6 +222,20 @@ def test_token_cli_refuses_a_ttl_that_is_not_a_sane_duration(
     assert "ttl must be" in capsys.readouterr().err
 
 
+def test_token_cli_mints_a_sidecar_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: ``captions sidecar --token T`` needs a token with the captioner grant."""
+    from cli.main import main
+
+    assert main(["token", "--room", "standup", "--captioner", "--data-dir", str(tmp_path)]) == 0
+    token = capsys.readouterr().out.strip()
+    grants = verify_token(load_or_create_secret(tmp_path), token, room="standup")
+    assert grants.captioner and grants.hidden and not grants.can_publish
+    assert main(["token", "--room", "standup", "--data-dir", str(tmp_path)]) == 2
+    assert "--name is required" in capsys.readouterr().err
+
+
 def test_host_powers_end_with_the_token_without_leeway() -> None:
     token = mint_token(SECRET, Grants.for_role("r", "Host", "host"), ttl=60)
     grants = verify_token(SECRET, token)
