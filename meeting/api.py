@@ -144,6 +144,12 @@ class CaptionsApi:
         finally:
             self._sockets.discard(ws)
             self.hub.unsubscribe(sub)
+            sender.cancel()
+            await asyncio.wait({sender}, timeout=self.limits.close_timeout_seconds)
+            if not sender.done():
+                # Stuck in a send to a peer that is gone (aiohttp lets the drain finish
+                # before the cancel lands, and nothing would wake it): free it.
+                _abort(ws)
             await cancel_and_wait(sender)
         return ws
 
