@@ -360,7 +360,12 @@ class CaptionHub:
     ) -> bool:
         """Fans the event out to the room; returns False for a final already broadcast.
 
-        Finals must also be :meth:`persist`-ed (the captions API does it before acking)."""
+        Finals must also be :meth:`persist`-ed (the captions API does it before acking).
+        While the room's captions are off, partials are dropped: they are in flight from
+        before the switch, and the page would show them, dim and never finished, under
+        "Captions turned off"; the finals the captioner flushes at the switch still go out."""
+        if event.kind != "final" and not self._room(room).state.enabled:
+            return True
         if event.kind == "final":
             seen = self._room(room).seen
             key = (stream, event.utterance)

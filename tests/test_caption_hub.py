@@ -114,7 +114,9 @@ async def test_hub_backlog_state_and_fanout(tmp_path: Path) -> None:
     assert isinstance(state, RoomState) and state.captioner
 
     hub.set_captions("r", False, by=Person("h", "H"))
-    hub.publish("r", event(3, "partial", "four"), stream="s")
+    # Off: a partial still in flight is not shown; the final flushed at the switch is.
+    hub.publish("r", event(3, "partial", "fo"), stream="s")
+    hub.publish("r", event(3, "final", "four"), stream="s")
     # A resent final is stored once and not broadcast again.
     assert not hub.publish("r", event(2, "final", "three"), stream="s")
     await hub.persist("r", event(2, "final", "three"), stream="s", stream_started_at=0.0)
@@ -122,7 +124,7 @@ async def test_hub_backlog_state_and_fanout(tmp_path: Path) -> None:
     assert isinstance(state, RoomState)
     assert not state.enabled and state.changed_by == Person("h", "H")
     four = await late.next()
-    assert isinstance(four, Caption) and four.event.text == "four"
+    assert isinstance(four, Caption) and four.event.text == "four" and four.event.kind == "final"
     assert len(late.queue) == 0
     assert await hub.store.count("r") == 3
     for _ in range(3):
