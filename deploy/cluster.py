@@ -2,8 +2,8 @@
 
 Starts, on loopback ports with data in a temporary directory: Redis, PostgreSQL, two
 ``captions asr-serve`` (the Kyutai streaming protocol, backed by Whisper here), two
-``captions serve`` nodes (node1 captions through asr-serve 1, node2 through asr-serve 2,
-with ``--engine kyutai-remote``) and HAProxy with deploy/haproxy.cfg. Prints the entry
+``captions serve`` nodes captioning through both servers as one pool (``--engine
+kyutai-remote --kyutai-url A --kyutai-url B``) and HAProxy with deploy/haproxy.cfg. Prints the entry
 point and join links, and stops everything on Ctrl-C. Each service comes from the
 Debian packages that scripts/system-deps.sh installs.
 
@@ -61,16 +61,21 @@ def main() -> int:
     asr: list[subprocess.Popen[bytes]] = []
     cluster = LocalCluster(nodes_count=2)
     try:
+        asr_urls: list[str] = []
         if not args.embedded:
-            for node_id in NODE_IDS:
+            for i in range(2):
                 port = free_port()
-                asr.append(start_asr_server(port, key, cluster.directory / f"asr-{node_id}.log"))
-                wait_for_port(port, timeout=120, what=f"asr-serve for {node_id}")
+                asr.append(start_asr_server(port, key, cluster.directory / f"asr-{i + 1}.log"))
+                wait_for_port(port, timeout=120, what=f"asr-serve {i + 1}")
+                asr_urls.append(f"ws://127.0.0.1:{port}/api/asr-streaming")
+            for k, node_id in enumerate(NODE_IDS):
+                # Both servers form each node's pool, each node starting from another one.
+                pool = asr_urls[k:] + asr_urls[:k]
+                urls = [arg for url in pool for arg in ("--kyutai-url", url)]
                 cluster.per_node_args[node_id] = [
                     "--engine",
                     "kyutai-remote",
-                    "--kyutai-url",
-                    f"ws://127.0.0.1:{port}/api/asr-streaming",
+                    *urls,
                     "--kyutai-api-key",
                     key,
                 ]
@@ -81,9 +86,9 @@ def main() -> int:
         print(f"entry point (HAProxy): {cluster.entry}")
         for node in cluster.nodes:
             print(f"  {node.id}: {node.url}  (metrics: {node.url}/metrics)")
-            remote = cluster.per_node_args.get(node.id)
-            if remote:
-                print(f"  asr-serve of {node.id}: {remote[3]}")
+        for process, url in zip(asr, asr_urls, strict=True):
+            ready = url.replace("ws", "http", 1).replace("/api/asr-streaming", "/readyz")
+            print(f"  asr-serve: {url} (pid {process.pid}, readiness: {ready})")
         print(f"  Redis {cluster.redis.url if cluster.redis else ''}")
         print(f"  PostgreSQL {cluster.database_url}")
         print(f"  data and logs: {cluster.directory}")

@@ -1,6 +1,8 @@
 """`make cluster` (deploy/cluster.py) as an operator runs it: everything comes up, a bot's
-speech is captioned through the entry point (node -> kyutai-remote -> asr-serve), and
-Ctrl-C stops every process and removes the temporary data."""
+speech is captioned through the entry point (node -> kyutai-remote -> a pool of two
+asr-serve); killing the ASR server that holds the stream mid-utterance moves it to the
+other and captions continue (the gap is reported); Ctrl-C stops every process and
+removes the temporary data."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -53,7 +56,15 @@ def test_make_cluster_serves_and_stops_on_ctrl_c() -> None:
         )
         pcm = np.concatenate([np.zeros(24_000, np.float32), pcm, np.zeros(48_000, np.float32)])
 
-        async def caption_one() -> str:
+        servers = re.findall(r"asr-serve: ws://127.0.0.1:(\d+)/\S+ \(pid (\d+)", output)
+        assert len(servers) == 2, output
+
+        async def streams(port: str) -> int:
+            url = f"http://127.0.0.1:{port}/readyz"
+            async with aiohttp.ClientSession() as http, http.get(url) as resp:
+                return int((await resp.json())["checks"]["slots"]["streams"])
+
+        async def caption_then_lose_an_asr_server() -> float:
             viewer = Viewer(entry.group(1), "demo", guest.group(1))
             bot = SpeakerBot(entry.group(1), "demo", host.group(1), pcm)
             viewer.start()
@@ -63,13 +74,25 @@ def test_make_cluster_serves_and_stops_on_ctrl_c() -> None:
                 while not viewer.finals:
                     assert time.monotonic() < until, "no caption through the cluster"
                     await asyncio.sleep(0.2)
-                return str(viewer.finals[0][1]["text"])
+                assert str(viewer.finals[0][1]["text"]).strip()
+                # Kill the asr-serve holding the speaker's stream, mid-utterance.
+                busy = [(port, pid) for port, pid in servers if await streams(port) > 0]
+                assert len(busy) == 1, busy
+                os.kill(int(busy[0][1]), signal.SIGKILL)
+                killed_at = time.time()
+                until = time.monotonic() + 120
+                while not any(t > killed_at for t, _ in viewer.finals):
+                    assert time.monotonic() < until, "captions did not continue"
+                    await asyncio.sleep(0.2)
+                (other,) = [port for port, _ in servers if port != busy[0][0]]
+                assert await streams(other) >= 1  # the stream moved to the other server
+                return min(t for t, _ in viewer.finals if t > killed_at) - killed_at
             finally:
                 await bot.stop()
                 await viewer.stop()
 
-        text = asyncio.run(caption_one())
-        assert text.strip()
+        gap = asyncio.run(caption_then_lose_an_asr_server())
+        print(f"asr-serve killed: next caption after {gap:.1f} s")
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=120) == 0
         assert not Path(data.group(1)).exists()
@@ -77,9 +100,7 @@ def test_make_cluster_serves_and_stops_on_ctrl_c() -> None:
             ["pgrep", "-f", data.group(1)], capture_output=True, text=True
         ).stdout
         assert not leftovers.strip(), leftovers  # no node or service survives
-        asr_ports = re.findall(r"asr-serve of node\d: ws://127.0.0.1:(\d+)/", output)
-        assert len(asr_ports) == 2, output
-        for port in asr_ports:  # nor any asr-serve
+        for port, _ in servers:  # nor any asr-serve
             with socket.socket() as s:
                 assert s.connect_ex(("127.0.0.1", int(port))) != 0
     finally:
