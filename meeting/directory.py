@@ -178,6 +178,10 @@ class RoomDirectory:
     async def start(self) -> None:
         """Registers the node (raises DirectoryUnavailableError if Redis does not answer),
         then keeps its heartbeat in the background."""
+        try:  # a node id starting again holds no room yet: forget its previous life's count
+            await self._redis.delete(self._rooms_of(self.node.id))
+        except (RedisError, OSError) as exc:
+            raise DirectoryUnavailableError(f"Redis: {exc}") from exc
         await self.heartbeat()
         self._task = asyncio.create_task(self._beat_forever())
 
