@@ -231,3 +231,46 @@ def _lookup(cluster: LocalCluster, room: str) -> str:
         except OSError:
             assert time.monotonic() < deadline, "no node answers"
             time.sleep(0.2)
+
+
+async def test_postgres_restart_mid_meeting_with_whole_nodes() -> None:
+    """Captions keep flowing while PostgreSQL is down, the node is not ready meanwhile,
+    and every final the viewer saw ends up stored once PostgreSQL is back."""
+    require_services("postgresql", "redis-server", "haproxy")
+    with LocalCluster(nodes_count=1) as cluster:  # its own PostgreSQL, to restart
+        room = "zeta"
+        viewer = Viewer(cluster.entry, room, token(cluster, room, "viewer", "guest"))
+        bot = SpeakerBot(cluster.entry, room, token(cluster, room, "Ada"), speech("Ada"))
+        viewer.start()
+        bot.start()
+        assert cluster.postgres is not None and cluster.database_url is not None
+        node = cluster.nodes[0]
+        try:
+            await until(lambda: len(viewer.finals) >= 1, 180, "a first final")
+            async with aiohttp.ClientSession() as http:
+
+                async def ready() -> int:
+                    async with http.get(f"{node.url}/readyz") as resp:
+                        return resp.status
+
+                await asyncio.to_thread(cluster.postgres.stop)
+                down_at = time.time()
+                assert await ready() == 503
+                await until(
+                    lambda: any(t > down_at for t, _ in viewer.finals),
+                    120,
+                    "a final while PostgreSQL is down",
+                )
+                await asyncio.to_thread(cluster.postgres.start)
+                deadline = time.monotonic() + 30
+                while await ready() != 200:
+                    assert time.monotonic() < deadline, "never ready again"
+                    await asyncio.sleep(0.2)
+        finally:
+            await bot.stop()
+            await viewer.stop()
+        seen = [f[1]["text"] for f in viewer.finals]
+        deadline = time.monotonic() + 30  # retried writes land within the backoff cap
+        while missing := [t for t in seen if t not in stored_finals(cluster.database_url, room)]:
+            assert time.monotonic() < deadline, missing
+            await asyncio.sleep(0.5)
