@@ -6,7 +6,9 @@ Keys (``prefix`` = ``captions`` by default):
   load, draining) written every ``heartbeat_seconds`` with a TTL of ``ttl_seconds``. A
   node is *live* while this key exists: a killed node disappears ``ttl_seconds`` after
   its last heartbeat at most.
-- ``{prefix}:room:{room}``: the id of the node that holds the room.
+- ``{prefix}:room:{room}``: the id of the node that holds the room, expiring
+  ``room_ttl_seconds`` after its node last saw it live (refreshed by every heartbeat), so
+  the keys of rooms whose node died do not stay for ever.
 - ``{prefix}:rooms-of:{id}``: the set of rooms placed on a node (its load for placement,
   exact at once, unlike the heartbeat's).
 - ``{prefix}:since``: when this Redis first saw a heartbeat. For one heartbeat TTL after
@@ -47,9 +49,9 @@ from common.exceptions import DirectoryUnavailableError, PlacementError
 log = logging.getLogger(__name__)
 
 # KEYS: room key, "since" key. ARGV: node key prefix, rooms-of prefix, room, warm-up
-# seconds, candidate node ids in order of preference (heartbeat load). The live candidate
-# with the fewest placed rooms wins, counted inside the script so that rooms placed at
-# the same moment spread over the nodes. Returns the owner; "" while the
+# seconds, room key TTL, candidate node ids in order of preference (heartbeat load).
+# The live candidate with the fewest placed rooms wins, counted inside the script so
+# that rooms placed at the same moment spread over the nodes. Returns the owner; "" while the
 # directory is younger than the warm-up (live nodes have not all re-claimed their rooms
 # yet); nil when no candidate is live.
 _PLACE = """
@@ -63,7 +65,7 @@ if now - since < tonumber(ARGV[4]) then
   return ''
 end
 local best, fewest = nil, nil
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 1 then
     local placed = redis.call('SCARD', ARGV[2] .. ARGV[i])
     if best == nil or placed < fewest then
@@ -75,7 +77,7 @@ if best == nil then
   return false
 end
 if owner then redis.call('SREM', ARGV[2] .. owner, ARGV[3]) end
-redis.call('SET', KEYS[1], best)
+redis.call('SET', KEYS[1], best, 'EX', tonumber(ARGV[5]))
 redis.call('SADD', ARGV[2] .. best, ARGV[3])
 return best
 """
@@ -135,6 +137,7 @@ class RoomDirectory:
         heartbeat_seconds: float = 1.0,
         ttl_seconds: float = 3.0,
         timeout_seconds: float = 2.0,
+        room_ttl_seconds: int = 3600,
         prefix: str = "captions",
     ) -> None:
         if ttl_seconds <= heartbeat_seconds:
@@ -145,6 +148,7 @@ class RoomDirectory:
         self.heartbeat_seconds = heartbeat_seconds
         self.ttl_seconds = ttl_seconds
         self.prefix = prefix
+        self.room_ttl_seconds = room_ttl_seconds
         self.draining = False
         self.heartbeat_failures = 0
         self._redis = aioredis.Redis.from_url(
@@ -228,6 +232,7 @@ class RoomDirectory:
                 )
                 for room in self.live_rooms():
                     pipe.set(self._room_key(room), self.node.id, nx=True)
+                    pipe.expire(self._room_key(room), self.room_ttl_seconds)
                     pipe.sadd(self._rooms_of(self.node.id), room)
                 await pipe.execute()
             await self._mark_since(keys=[self._since_key()])
@@ -270,6 +275,7 @@ class RoomDirectory:
                     self._rooms_of(),
                     room,
                     math.ceil(self.ttl_seconds) + 1,
+                    self.room_ttl_seconds,
                     *candidates,
                 ],
             )
@@ -293,7 +299,14 @@ class RoomDirectory:
         try:
             owner = await self._place(
                 keys=[self._room_key(room), self._since_key()],
-                args=[self._node_key(), self._rooms_of(), room, 0, self.node.id],
+                args=[
+                    self._node_key(),
+                    self._rooms_of(),
+                    room,
+                    0,
+                    self.room_ttl_seconds,
+                    self.node.id,
+                ],
             )
         except (RedisError, OSError) as exc:
             raise DirectoryUnavailableError(f"Redis: {exc}") from exc

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio
 
 from common.exceptions import DirectoryUnavailableError, PlacementError
 from evaluation.services import RedisServer
@@ -46,12 +47,16 @@ async def nodes(redis_server: RedisServer) -> AsyncIterator[dict[str, RoomDirect
         await directory.aclose()
 
 
-async def test_rooms_go_to_the_least_loaded_node_and_stay(nodes: dict[str, RoomDirectory]) -> None:
+async def test_rooms_go_to_the_least_loaded_node_and_stay(
+    redis_server: RedisServer, nodes: dict[str, RoomDirectory]
+) -> None:
     a = nodes["a"]
     first = await a.place("r1")
     second = await a.place("r2")
     assert {first.id, second.id} == {"a", "b"}
     assert (await nodes["b"].place("r1")).id == first.id  # it stays, asked from anywhere
+    async with redis.asyncio.Redis.from_url(redis_server.url) as raw:
+        assert 0 < await raw.ttl("captions:room:r1") <= 3600  # a dead node's rooms expire
     # Concurrent first joins of one room agree on one node.
     placed = await asyncio.gather(*(nodes[n].place("r3") for n in ("a", "b", "a", "b")))
     assert len({p.id for p in placed}) == 1
