@@ -201,11 +201,14 @@ def test_skip_link_then_leave_and_join_again(meeting: Any) -> None:
     assert "#token=" in guest.url
     guest.click("[data-testid=leave]")
     guest.wait_for_selector("[data-testid=error-screen]:not([hidden])")
+    # Nothing is received after leaving: no "Captions live" over "You left the meeting".
+    assert guest.is_hidden("[data-testid=captions-health]")
     assert guest.evaluate("() => document.activeElement.dataset.role") == "error-heading"
     guest.click("[data-role=error-retry]")
     guest.wait_for_selector("[data-testid=join-screen]:not([hidden])")
     guest.click("[data-testid=join-button]")
     guest.wait_for_selector("[data-testid=meeting]:not([hidden])")
+    guest.wait_for_selector("[data-testid=captions-health][data-state=live]")
 
 
 def test_the_page_runs_under_its_strict_csp_and_warns_the_host_when_not_saving(

@@ -19,6 +19,8 @@ export function healthState({ roomCaptions, feed } = current()) {
 
 function render() {
   const health = document.querySelector("[data-testid=captions-health]");
+  // After "Leave" the page receives nothing: no "Captions live" over "You left the meeting".
+  health.hidden = current().phase === "leaving";
   const state = healthState();
   health.dataset.state = state;
   const by = current().roomCaptions.changed_by;
@@ -34,9 +36,8 @@ function render() {
 }
 
 export function bindHealth() {
-  document.querySelector("[data-testid=captions-health]").hidden = false;
   onChange((keys) => {
-    if (keys.has("feed") || keys.has("roomCaptions")) render();
+    if (keys.has("feed") || keys.has("roomCaptions") || keys.has("phase")) render();
   });
   onLanguageChange(render);
   render();
