@@ -54,6 +54,9 @@ class WhisperSettings:
     gives another language at least this probability (see language.py)."""
     detect_min_seconds: float = 1.0
     """Language identification on less audio than this is not kept for the utterance."""
+    detect_foreign: int = 1
+    """1: an English-only model withholds speech it sounds unable to transcribe (below);
+    0: it captions everything (as before the check existed)."""
     foreign_max_logprob: float = -1.1
     """An English-only model whose decodes of an utterance average a log-probability per
     token below this is hearing another language: its words are withheld."""

@@ -91,7 +91,11 @@ class Utterances:
             return
         s.last_hypothesis = (s.buffer_start, s.position, hypothesis)
         # An English-only model finalises nothing before it could tell another language.
-        judging = not self.transcriber.decoder.multilingual and not s.foreign.settled
+        judging = (
+            bool(self.settings.detect_foreign)
+            and not self.transcriber.decoder.multilingual
+            and not s.foreign.settled
+        )
         commit = s.agreement.insert(
             hypothesis.words,
             audio_end=s.position / SAMPLE_RATE,
@@ -105,7 +109,11 @@ class Utterances:
         self, s: WhisperSession, hypothesis: Hypothesis, end: int, *, final: bool = False
     ) -> bool:
         """An English-only model guessing at another language (see language.py)."""
-        if self.transcriber.decoder.multilingual or not hypothesis.words:
+        if (
+            self.transcriber.decoder.multilingual
+            or not self.settings.detect_foreign
+            or not hypothesis.words
+        ):
             return False
         heard = (end - s.utterance_start) / SAMPLE_RATE
         return s.foreign.observe(hypothesis.logprob, heard, final=final)
