@@ -131,8 +131,8 @@ class WhisperEngine(Engine):
             ),
             speaker_language=SpeakerLanguage(switch_probability=s.language_switch_probability),
             foreign=ForeignSpeech(
-                max_logprob=s.foreign_max_logprob,
-                max_final_logprob=s.foreign_max_final_logprob,
+                max_logprob=-s.foreign_min_nll,
+                max_final_logprob=-s.foreign_min_final_nll,
                 min_seconds=s.foreign_min_seconds,
             ),
         )

@@ -56,10 +56,10 @@ class ForeignSpeech:
     counts from ``min_final_seconds``, so short utterances are judged too.
     """
 
-    max_logprob: float = -1.1
+    max_logprob: float = -1.3
     """Mean log-probability per token below which the decodes are guesses, while the
     utterance goes on (its partials are then withdrawn)."""
-    max_final_logprob: float = -1.0
+    max_final_logprob: float = -1.2
     """The same, with the utterance's last look counted (its words are then withheld)."""
     min_seconds: float = 2.0
     min_final_seconds: float = 1.5

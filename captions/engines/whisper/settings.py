@@ -57,10 +57,12 @@ class WhisperSettings:
     detect_foreign: int = 1
     """1: an English-only model withholds speech it sounds unable to transcribe (below);
     0: it captions everything (as before the check existed)."""
-    foreign_max_logprob: float = -1.1
-    """An English-only model whose decodes of an utterance average a log-probability per
-    token below this is hearing another language: its words are withheld."""
-    foreign_max_final_logprob: float = -1.0
+    foreign_min_nll: float = 1.3
+    """An English-only model whose decodes of an utterance average a negative
+    log-probability per token above this (i.e. a log-prob below -1.3) is hearing another
+    language: its words are withheld (see language.py)."""
+    foreign_min_final_nll: float = 1.2
+    """The same, with the utterance's last look counted."""
     foreign_min_seconds: float = 2.0
     """Looks at less of an utterance than this do not count (see language.py)."""
     vad_threshold: float = 0.5
