@@ -1,7 +1,7 @@
 """Which language a speaker speaks, decided per utterance.
 
 With a multilingual model and no fixed language ("auto"), a speaker's language is taken
-from Whisper's language identification on their first seconds of speech, kept for the
+from Whisper's language identification on their first two seconds of speech, kept for the
 whole utterance, and carried over to their next utterances; a later utterance changes it
 only on strong evidence (the detector is sure of another language), so one short or
 mumbled utterance cannot flip a French speaker to Portuguese mid-meeting.

@@ -52,7 +52,7 @@ class WhisperSettings:
     language_switch_probability: float = 0.8
     """Under "auto", a speaker's next utterance changes language only when the detector
     gives another language at least this probability (see language.py)."""
-    detect_min_seconds: float = 1.0
+    detect_min_seconds: float = 2.0
     """Language identification on less audio than this is not kept for the utterance."""
     detect_foreign: int = 1
     """1: an English-only model withholds speech it sounds unable to transcribe (below);
