@@ -85,7 +85,7 @@ def test_a_long_french_sentence_is_not_cut_short(base: WhisperEngine, shared_eva
 
 
 def test_auto_detects_each_speakers_language(base: WhisperEngine, shared_eval: Path) -> None:
-    french = french_item(shared_eval, "fr_fleurs_cuttledoc", "fleurs-fr-005")
+    french = french_item(shared_eval, "fr_fleurs_cuttledoc", "fleurs-fr-000")
     record = simulate(base, french.load_audio(16_000), speaker=Speaker("amelie"), tail_seconds=1.0)
     finals = [e for e in record.events if e.kind == "final"]
     assert finals and {e.language for e in finals} == {"fr"}
