@@ -32,11 +32,15 @@ def test_foreign_speech_needs_enough_audio_and_looks() -> None:
     assert not foreign.observe(-3.0, 1.0)  # too short: not counted
     assert not foreign.observe(-1.5, 2.0)
     assert not foreign.observe(-1.5, 2.5) and not foreign.settled
-    assert foreign.observe(-1.5, 3.0) and foreign.settled
+    assert foreign.observe(-1.5, 3.0)  # foreign: the utterance is withheld
     foreign.reset()
     for seconds in (2.0, 2.5, 3.0):
         verdict = foreign.observe(-0.4, seconds)  # English-like confidence
     assert not verdict and foreign.settled
+    foreign.reset()
+    for seconds in (2.0, 2.5, 3.0):
+        verdict = foreign.observe(-1.0, seconds)  # grey zone: no verdict, nothing final yet
+    assert not verdict and not foreign.settled
 
 
 def test_the_last_look_judges_a_short_utterance() -> None:

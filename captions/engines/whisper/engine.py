@@ -133,6 +133,7 @@ class WhisperEngine(Engine):
             foreign=ForeignSpeech(
                 max_logprob=-s.foreign_min_nll,
                 max_final_logprob=-s.foreign_min_final_nll,
+                clear_logprob=-s.foreign_clear_nll,
                 min_seconds=s.foreign_min_seconds,
             ),
         )

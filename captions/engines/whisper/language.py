@@ -61,6 +61,10 @@ class ForeignSpeech:
     utterance goes on (its partials are then withdrawn)."""
     max_final_logprob: float = -1.2
     """The same, with the utterance's last look counted (its words are then withheld)."""
+    clear_logprob: float = -0.9
+    """Words become final only once the counted looks average above this: speech in the
+    grey zone between English and foreign waits for its utterance's end, so that words
+    of an utterance judged foreign at its last look were never final."""
     min_seconds: float = 2.0
     min_final_seconds: float = 1.5
     min_looks: int = 2
@@ -79,8 +83,10 @@ class ForeignSpeech:
 
     @property
     def settled(self) -> bool:
-        """Enough looks were counted for a verdict while the utterance goes on."""
-        return len(self.scores) >= self.min_looks
+        """Enough looks were counted, and they sound like the model's own language."""
+        if len(self.scores) < self.min_looks:
+            return False
+        return sum(self.scores) / len(self.scores) >= self.clear_logprob
 
     def reset(self) -> None:
         self.scores.clear()

@@ -63,6 +63,8 @@ class WhisperSettings:
     language: its words are withheld (see language.py)."""
     foreign_min_final_nll: float = 1.2
     """The same, with the utterance's last look counted."""
+    foreign_clear_nll: float = 0.9
+    """No word is final until the looks average under this (clearly the model's language)."""
     foreign_min_seconds: float = 2.0
     """Looks at less of an utterance than this do not count (see language.py)."""
     vad_threshold: float = 0.5
