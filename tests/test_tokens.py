@@ -244,3 +244,31 @@ def test_host_powers_end_with_the_token_without_leeway() -> None:
     with pytest.raises(TokenExpiredError):
         require_host(grants, "act", now=grants.expires_at)
     assert "expires_at" not in jwt.decode(token, SECRET, algorithms=["HS256"])["grants"]
+
+
+def test_token_cli_warns_when_it_creates_the_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server given CAPTIONS_SECRET (or another data dir) would refuse links signed with a
+    freshly made secret: the command says so, once, when it had to create one."""
+    from cli.main import main
+
+    monkeypatch.delenv("CAPTIONS_SECRET", raising=False)
+    data = tmp_path / "data"
+    args = ["token", "--room", "lobby", "--name", "A", "--data-dir", str(data)]
+    assert main(args) == 0
+    first = capsys.readouterr()
+    assert "warning" in first.err and "CAPTIONS_SECRET" in first.err
+    assert str(data / "secret") in first.err
+    assert "#token=" in first.out.splitlines()[-1]
+    # The secret exists now: no warning, same secret.
+    assert main(args) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["token", "--room", "lobby", "--captioner", "--data-dir", str(data)]) == 0
+    assert capsys.readouterr().err == ""
+    # Given CAPTIONS_SECRET, nothing is created and nothing is said.
+    monkeypatch.setenv("CAPTIONS_SECRET", "e" * 48)
+    other = tmp_path / "other"
+    assert main(["token", "--room", "lobby", "--name", "A", "--data-dir", str(other)]) == 0
+    assert capsys.readouterr().err == ""
+    assert not (other / "secret").exists()
