@@ -104,8 +104,6 @@ class VadStream:
         self._speech_start = 0
         self._silence_start: int | None = None
         self.last_probability = 0.0
-        self.last_speech_end = position
-        """Absolute end of the latest frame heard as speech (above the threshold)."""
 
     @property
     def speech_start(self) -> int | None:
@@ -132,8 +130,6 @@ class VadStream:
 
     def _gate(self, p: float, frame_start: int, changes: list[SpeechChange]) -> None:
         frame_end = frame_start + FRAME_SAMPLES
-        if p >= self.threshold:
-            self.last_speech_end = frame_end
         if not self.in_speech:
             if p >= self.threshold:
                 self.in_speech, self._confirmed = True, False

@@ -115,7 +115,7 @@ def speaker_counts(text: str) -> list[int]:
 def sweep_table(engine: str, results: dict[int, Any]) -> Table:
     """Latency against the number of speakers: one row per run."""
     table = Table(title=f"captions bench --sweep: {engine}")
-    columns = ["speakers", "first p50", "final p50", "final p95", "eou p50", "delayed streams"]
+    columns = ["speakers", "WER", "first p50", "final p50", "final p95", "eou p50", "delayed"]
     columns += ["dropped s", "CPU s / audio s", "engine busy", "load after"]
     for name in columns:
         table.add_column(name, justify="right")
@@ -125,6 +125,7 @@ def sweep_table(engine: str, results: dict[int, Any]) -> Table:
         streams = data["streams"]
         table.add_row(
             str(n),
+            "-" if data["wer"] is None else f"{100 * data['wer']:.1f} %",
             _s(latency["first_partial_p50"]),
             _s(latency["final_p50"]),
             _s(latency["final_p95"]),

@@ -31,7 +31,7 @@ from common.exceptions import CapacityError
 from evaluation.evaluate import WordTimes
 from evaluation.machine import machine_state
 from evaluation.manifest import ManifestItem, TimedWord
-from evaluation.metrics import ItemScore, WordSource, percentile, score_item
+from evaluation.metrics import ItemScore, WordSource, corpus_wer, percentile, score_item
 from evaluation.realtime import TimedEngine, stream_in_real_time
 
 # Speaker i starts at item i * _ITEM_STRIDE, so concurrent speakers say different things.
@@ -110,6 +110,12 @@ class BenchResult:
             # Share of the run the engine worker spent computing: near 1 means saturated.
             "engine_busy": round(self.busy_seconds / self.wall_seconds, 3)
             if self.wall_seconds
+            else None,
+            # Every caption arrived when this stays near the single-speaker WER.
+            "wer": corpus_wer(
+                [sc.reference for sc in all_scores], [sc.hypothesis for sc in all_scores]
+            )
+            if all_scores
             else None,
             "cpu_count": os.cpu_count(),
             "loadavg_after": self.loadavg_after,

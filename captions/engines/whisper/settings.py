@@ -18,11 +18,11 @@ class WhisperSettings:
     pre_roll_seconds: float = 0.5
     max_buffer_seconds: float = 12.0
     max_utterance_seconds: float = 12.0
-    pad_seconds: float = 3.0
+    pad_seconds: float = 2.0
     max_batch: int = 8
     hold_seconds: float = 0.3
     """Agreed words ending this close to the audio's end are not final yet (may be cut)."""
-    max_tentative_seconds: float = 2.0
+    max_tentative_seconds: float = 1.5
     """A word this old (behind the audio's end) is finalised even without agreement."""
     min_window_seconds: float = 2.5
     """No word of an utterance is final before this much of it was heard..."""
@@ -68,12 +68,6 @@ class WhisperSettings:
     foreign_min_seconds: float = 2.0
     """Looks at less of an utterance than this do not count (see language.py)."""
     vad_threshold: float = 0.5
-    final_tail_only: int = 0
-    """1: an utterance's last look decodes only the audio after its last final word
-    (the final words prompt the decoder); 0: the whole buffer."""
-    skip_silent_steps: int = 0
-    """1: an open utterance is not re-transcribed while the VAD heard no speech since
-    its last transcription (a pause inside it); 0: every step is taken."""
     # Hypotheses that look like Whisper's hallucinations on non-speech are dropped.
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0

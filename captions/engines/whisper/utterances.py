@@ -59,10 +59,7 @@ class Utterances:
             # Nothing more to transcribe in this utterance; its audio is not kept.
             s.buffer_start = s.transcribed_to = s.position
             return False
-        if not s.active or s.position - s.transcribed_to < samples(self.settings.step_seconds):
-            return False
-        assert s.vad is not None
-        return not self.settings.skip_silent_steps or s.vad.last_speech_end > s.transcribed_to
+        return s.active and s.position - s.transcribed_to >= samples(self.settings.step_seconds)
 
     def _on_change(self, s: WhisperSession, change: SpeechChange) -> None:
         if change.kind == "start" and not s.active:
@@ -147,11 +144,8 @@ class Utterances:
 
     def close(self, s: WhisperSession, end: int) -> None:
         """Ends the open utterance at ``end`` (absolute sample): a last look makes every
-        word final (with ``final_tail_only``, a look at the audio after the last final
-        word only, with the final words as the prompt)."""
+        word final."""
         foreign = s.track.unsupported_language
-        if self.settings.final_tail_only and s.active and s.agreement.committed and not foreign:
-            self._trim_at_last_commit(s, end)
         if foreign:
             s.track.end_utterance()
         elif s.active and end - s.buffer_start >= samples(0.1):
