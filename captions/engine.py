@@ -22,6 +22,7 @@ import numpy as np
 from captions.audio import PCM
 from captions.costs import StepCosts
 from captions.track import CaptionTrack
+from common.exceptions import CaptionsError
 
 AUTO_LANGUAGE = "mul"
 """The language a multilingual engine offers for "each speaker's own": ISO 639's code for
@@ -131,6 +132,9 @@ class Session:
     flush_requested: bool = False
     end_requested: bool = False
     finished: bool = False
+    failure: CaptionsError | None = None
+    """Why the engine gave up on this stream for good (set with ``finished``); the
+    runtime raises it to the stream's owner after the last events."""
     wake: Callable[[], None] = field(default=lambda: None, repr=False)
 
     @property

@@ -36,7 +36,7 @@ from captions.clock import Clock, WallClock
 from captions.engine import AudioInbox, Engine, Session, sessions_needing_work
 from captions.events import CaptionEvent, Speaker
 from captions.track import CaptionTrack
-from common.exceptions import StreamClosedError
+from common.exceptions import CaptionsError, StreamClosedError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class SpeechStream:
         self._done = asyncio.Event()
         self._closing = False
         self.dropped_events = 0
+        self.failure: CaptionsError | None = None
+        """Set when the engine gave up on the stream (e.g. its server refused our key):
+        iteration raises it after the last events, and so does :meth:`push_audio`."""
 
     @property
     def degraded(self) -> bool:
@@ -74,6 +77,8 @@ class SpeechStream:
 
     def push_audio(self, pcm: npt.ArrayLike, sample_rate: int) -> None:
         """Queues audio of any rate and layout; never blocks (see the module's policy)."""
+        if self.failure is not None:
+            raise self.failure
         if self._closing:
             raise StreamClosedError(f"stream for {self.speaker.id} is closed")
         native = self._resampler(pcm, sample_rate)
@@ -112,6 +117,8 @@ class SpeechStream:
             while self._events:
                 yield self._events.popleft()
             if self._done.is_set():
+                if self.failure is not None:
+                    raise self.failure
                 return
             self._event_ready.clear()
             await self._event_ready.wait()
@@ -135,7 +142,8 @@ class SpeechStream:
                 q.popleft()
             self.dropped_events += 1
 
-    def _finish(self) -> None:
+    def _finish(self, failure: CaptionsError | None = None) -> None:
+        self.failure = failure
         self._done.set()
         self._event_ready.set()
 
@@ -296,7 +304,7 @@ class EngineRunner:
                     if id(session) in self._order:
                         self._order.remove(id(session))
                     self.engine.release_session(session)
-                self._loop.call_soon_threadsafe(stream._finish)
+                self._loop.call_soon_threadsafe(stream._finish, session.failure)
 
 
 async def push_in_real_time(

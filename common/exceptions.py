@@ -12,6 +12,7 @@ Hierarchy::
     │   ├── ModelIntegrityError  weights differ from their pinned SHA-256 digests (names the file)
     │   ├── UnsupportedLanguageError  the model cannot transcribe the requested language
     │   ├── CapacityError        every slot of the engine is taken ("no free channels")
+    │   ├── EngineAuthError      a remote engine server refused our API key (not retried)
     │   └── StreamClosedError    audio pushed to a stream after it was closed
     ├── ConfigError              unusable settings (secret file, TLS options)
     ├── ServiceUnavailableError  a service the cluster depends on does not answer
@@ -76,6 +77,12 @@ class UnsupportedLanguageError(EngineError):
 
 class CapacityError(EngineError):
     """The engine has no free stream slot."""
+
+
+class EngineAuthError(EngineError):
+    """A remote engine server refused our credentials (HTTP 401/403 at the handshake).
+
+    Not retried: a wrong key does not fix itself. The message names the server."""
 
 
 class StreamClosedError(EngineError):

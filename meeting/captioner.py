@@ -13,6 +13,10 @@ attribution is exact. Events go to a :class:`CaptionSink` (the acked publisher,
 - digital silence is not pushed after ``silence_grace_seconds`` (enough for the
   engine's end-of-speech detection), and the utterance is flushed instead;
 - someone who rejoins gets a fresh stream;
+- a stream the engine gave up on (``SpeechStream.failure``, e.g. a remote server that
+  refused our API key) is logged as an error and dropped; the room reports captions
+  unavailable (``SidecarStatus.unavailable``) until a stream works again, and the speaker
+  gets a fresh stream after ``retry_refused_seconds``. Other speakers and rooms go on;
 - captions *off* (set by the host) closes every stream and drops all audio before the
   engine; *on* resumes; a new room language reopens streams in that language when the
   engine supports it.
@@ -39,7 +43,7 @@ import numpy.typing as npt
 from captions.events import CaptionEvent, Speaker
 from captions.runtime import EngineRunner, SpeechStream
 from common.aio import cancel_and_wait
-from common.exceptions import EngineError
+from common.exceptions import CaptionsError, EngineError
 from meeting.protocol import SidecarStatus
 
 log = logging.getLogger(__name__)
@@ -95,6 +99,7 @@ class SpeakerFeed:
         gap_seconds: float,
         now: Callable[[], float],
         on_degraded: Callable[[bool], None],
+        on_failure: Callable[[SpeakerFeed, CaptionsError], None],
     ) -> None:
         self.speaker = speaker
         self.runner = runner
@@ -105,6 +110,7 @@ class SpeakerFeed:
         self.gap_seconds = gap_seconds
         self._now = now
         self._on_degraded = on_degraded
+        self._on_failure = on_failure
         self.stream: SpeechStream | None = None
         self._pump: asyncio.Task[None] | None = None
         self._stream_id = ""
@@ -157,15 +163,20 @@ class SpeakerFeed:
 
     async def _forward(self, stream: SpeechStream) -> None:
         stream_id, base, anchors = self._stream_id, self._utterance_base, self._anchors
-        async for event in stream:
-            start = event.start if event.start is not None else 0.0
-            self.sink.caption(
-                replace(event, utterance=base + event.utterance),
-                stream=stream_id,
-                stream_started_at=anchors.origin_for(start),
-            )
-            # Every event says whether its stream is behind; caught up clears the health.
-            self._on_degraded(bool(event.flags.get("degraded")))
+        try:
+            async for event in stream:
+                start = event.start if event.start is not None else 0.0
+                self.sink.caption(
+                    replace(event, utterance=base + event.utterance),
+                    stream=stream_id,
+                    stream_started_at=anchors.origin_for(start),
+                )
+                # Every event says whether its stream is behind; caught up clears the health.
+                self._on_degraded(bool(event.flags.get("degraded")))
+        except CaptionsError as exc:  # the engine gave up on this stream (e.g. key refused)
+            if self.stream is stream:  # the next audio opens a fresh one (after a wait)
+                self.stream, self._pump = None, None
+            self._on_failure(self, exc)
 
     async def end_stream(self) -> None:
         """Closes the stream: its last words become final and are handed to the sink."""
@@ -217,6 +228,8 @@ class RoomCaptioner:
         }
         self.participants = 0
         self.degraded = False
+        self.unavailable = False
+        """The engine gave up on a stream of this room and none has worked since."""
         self._ending: set[asyncio.Task[None]] = set()
 
     @property
@@ -230,6 +243,7 @@ class RoomCaptioner:
     def status(self) -> SidecarStatus:
         return SidecarStatus(
             degraded=self.degraded,
+            unavailable=self.unavailable,
             participants=self.participants,
             languages=tuple(self.runner.engine.info.languages),
         )
@@ -242,11 +256,22 @@ class RoomCaptioner:
                 self.runner,
                 self.sink,
                 on_degraded=self._mark_degraded,
+                on_failure=self._stream_failed,
                 **self._feed_options,
             )
         return feed
 
+    def _stream_failed(self, feed: SpeakerFeed, exc: CaptionsError) -> None:
+        log.error("captions unavailable for %s in %s: %s", feed.speaker.id, self.room, exc)
+        feed.refused_until = time.monotonic() + self.retry_refused_seconds
+        if not self.unavailable:
+            self.unavailable = True
+            self.sink.status(self.status())
+
     def _mark_degraded(self, degraded: bool) -> None:
+        if self.unavailable:  # a stream works again
+            self.unavailable = False
+            self.sink.status(self.status())
         if degraded and not self.degraded:
             self.degraded = True
             self.sink.status(self.status())

@@ -168,6 +168,7 @@ class RoomCaptions:
     """The language the host chose (or the server's default)."""
     changed_by: Person | None = None
     degraded: bool = False
+    unavailable: bool = False
     participants: int = 0
     languages: tuple[str, ...] = ()
     saving: bool = True
@@ -186,6 +187,7 @@ class RoomCaptions:
             language=self.effective_language,
             changed_by=self.changed_by,
             captioner=captioner,
+            unavailable=captioner and self.unavailable,
             degraded=self.degraded,
             languages=self.languages,
             saving=self.saving,
@@ -310,7 +312,7 @@ class CaptionHub:
         if sub in entry.captioners:
             entry.captioners.discard(sub)
             if not entry.captioners:
-                entry.state.degraded = False
+                entry.state.degraded = entry.state.unavailable = False
                 self.touch(sub.room, active=False)
                 self._broadcast_state(entry)
         self._forget_if_idle(sub.room)
@@ -431,10 +433,12 @@ class CaptionHub:
             task.cancel()
 
     def update_status(self, room: str, status: SidecarStatus) -> None:
-        """Applies what only the captioner knows: its languages, degraded, participants."""
+        """Applies what only the captioner knows: its languages, degraded, unavailable,
+        participants."""
         entry = self._room(room)
         before = entry.message()
         entry.state.languages, entry.state.degraded = status.languages, status.degraded
+        entry.state.unavailable = status.unavailable
         entry.state.participants = status.participants
         self.touch(room, active=status.participants > 0)
         if entry.message() != before:

@@ -135,6 +135,9 @@ class RoomState:
     languages: tuple[str, ...] = ()
     saving: bool = True
     """False while the server cannot write transcripts (live captions still flow)."""
+    unavailable: bool = False
+    """The captioner is attached but its engine cannot caption (sent as ``captioner:
+    "unavailable"``)."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,9 @@ class SidecarStatus:
     degraded: bool = False
     participants: int = 0
     languages: tuple[str, ...] = ()
+    unavailable: bool = False
+    """The engine gave up on a stream of the room (e.g. its server refused our API key)
+    and none has worked since: the pages show captions unavailable."""
 
 
 PublishMessage = Publication | SidecarStatus
@@ -395,14 +401,17 @@ def _caption_event(fields: _Fields) -> CaptionEvent:
 
 def _room_state(fields: _Fields) -> RoomState:
     captions, captioner = fields.string("captions"), fields.string("captioner")
-    if captions not in ("on", "off") or captioner not in ("connected", "absent"):
-        raise MalformedMessageError("room_state: captions is on/off, captioner connected/absent")
+    if captions not in ("on", "off") or captioner not in ("connected", "absent", "unavailable"):
+        raise MalformedMessageError(
+            "room_state: captions is on/off, captioner connected/absent/unavailable"
+        )
     return RoomState(
         room=fields.string("room"),
         enabled=captions == "on",
         language=fields.language("language", optional=True),
         changed_by=fields.person("changed_by", optional=True),
-        captioner=captioner == "connected",
+        captioner=captioner != "absent",
+        unavailable=captioner == "unavailable",
         degraded=fields.boolean("degraded"),
         languages=fields.languages("languages"),
         saving=fields.boolean("saving", default=True),
@@ -523,7 +532,11 @@ def _server_json(message: ServerMessage) -> dict[str, Any]:
             "captions": "on" if message.enabled else "off",
             "language": message.language,
             "changed_by": _person(message.changed_by),
-            "captioner": "connected" if message.captioner else "absent",
+            "captioner": (
+                ("unavailable" if message.unavailable else "connected")
+                if message.captioner
+                else "absent"
+            ),
             "degraded": message.degraded,
             "languages": list(message.languages),
             "saving": message.saving,
@@ -563,6 +576,7 @@ def _publication(f: _Fields) -> Publication:
 def _sidecar_status(f: _Fields) -> SidecarStatus:
     return SidecarStatus(
         degraded=f.boolean("degraded"),
+        unavailable=f.boolean("unavailable", default=False),
         participants=f.integer("participants", high=1_000_000),
         languages=f.languages("languages"),
     )
@@ -598,6 +612,7 @@ def serialize_publish(message: PublishMessage) -> str:
         {
             "type": "status",
             "degraded": message.degraded,
+            "unavailable": message.unavailable,
             "participants": message.participants,
             "languages": list(message.languages),
         }

@@ -102,6 +102,16 @@ def test_health_follows_the_captioner(meeting: Any) -> None:
         page.wait_for_selector("[data-testid=captions-health][data-state=degraded]")
         assert "delayed" in page.inner_text("[data-testid=captions-health]")
     server.call(server.hub.update_status, ROOM, SidecarStatus(languages=LANGS))
+    for page in (host, guest):
+        page.wait_for_selector("[data-testid=captions-health][data-state=live]")
+    # Its engine cannot caption (e.g. a remote Kyutai server refused its API key).
+    server.call(server.hub.update_status, ROOM, SidecarStatus(unavailable=True, languages=LANGS))
+    for page in (host, guest):
+        page.wait_for_selector("[data-testid=captions-health][data-state=offline]")
+        assert "unavailable" in page.inner_text("[data-testid=captions-health]")
+    server.call(server.hub.update_status, ROOM, SidecarStatus(languages=LANGS))
+    for page in (host, guest):
+        page.wait_for_selector("[data-testid=captions-health][data-state=live]")
     server.call(lambda: server.hub.unsubscribe(CAPTIONERS.pop()))
     for page in (host, guest):
         page.wait_for_selector("[data-testid=captions-health][data-state=offline]")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hypothesis import given
@@ -168,3 +169,32 @@ async def test_the_hub_owns_the_state_and_the_captioner_reports_only_its_own(
     assert not state.captioner and not state.degraded and not state.enabled
     hub.unsubscribe(page)
     assert hub.state("r").enabled  # an idle room was forgotten: a fresh one starts on
+
+
+async def test_a_captioner_that_cannot_caption_is_shown_as_unavailable(tmp_path: Path) -> None:
+    """A sidecar whose engine refused it (e.g. a wrong Kyutai API key) says so in its
+    status; pages get ``captioner: "unavailable"`` (shown as "Captions unavailable")."""
+    from meeting.protocol import (
+        SidecarStatus,
+        parse_publish,
+        parse_server,
+        serialize_publish,
+        serialize_server,
+    )
+
+    hub = CaptionHub(SqliteTranscriptStore(tmp_path / "t.sqlite"))
+    captioner = hub.attach_captioner("r")
+    wire = serialize_publish(SidecarStatus(unavailable=True, participants=1))
+    hub.update_status("r", parse_publish(wire))  # type: ignore[arg-type]
+    state = hub.state("r")
+    assert state.captioner and state.unavailable
+    assert json.loads(serialize_server(state))["captioner"] == "unavailable"
+    assert parse_server(serialize_server(state)) == state
+    hub.update_status("r", SidecarStatus(participants=1))
+    assert json.loads(serialize_server(hub.state("r")))["captioner"] == "connected"
+    hub.update_status("r", SidecarStatus(unavailable=True, participants=1))
+    hub.unsubscribe(captioner)
+    assert json.loads(serialize_server(hub.state("r")))["captioner"] == "absent"
+    # An older sidecar's status (no "unavailable" field) still parses.
+    old = '{"type": "status", "degraded": false, "participants": 0, "languages": []}'
+    assert parse_publish(old) == SidecarStatus()

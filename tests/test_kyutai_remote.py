@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,17 +22,18 @@ from captions.engines.kyutai_remote import (
 )
 from captions.events import CaptionEvent, Speaker
 from captions.runtime import EngineRunner
-from common.exceptions import EngineError
+from common.exceptions import EngineAuthError, EngineError
 from tests.fakes import ScriptedEngine
+from tests.speech import write_wav
 
 KEY = "loopback-key"
 SCRIPT = [("good", 0.3, 0.6), ("morning", 0.7, 1.1), ("everyone", 1.2, 1.7)]
 
 
 class Server:
-    def __init__(self, engine: ScriptedEngine, **limits: Any) -> None:
+    def __init__(self, engine: ScriptedEngine, *, key: str = KEY, **limits: Any) -> None:
         self.engine = engine
-        self.app = create_asr_app(engine, [KEY], limits=AsrServerLimits(**limits))
+        self.app = create_asr_app(engine, [key], limits=AsrServerLimits(**limits))
         self.runner = web.AppRunner(self.app)
         self.url = ""
 
@@ -271,3 +275,114 @@ def test_load_accepts_a_pool_of_urls() -> None:
         engine.close()
     with pytest.raises(EngineError, match="ws://"):
         create_engine("kyutai-remote", EngineOptions(kyutai_urls=("ws://a/x", "http://b")))
+
+
+# -- a refused API key ---------------------------------------------------------------------
+
+
+async def test_a_refused_api_key_ends_the_stream_with_an_auth_error_at_once() -> None:
+    """QA: a wrong --kyutai-api-key was retried for 15 s, then the transcript was empty."""
+    backend = ScriptedEngine(SCRIPT, sample_rate=24_000, delay=0.0)
+    async with Server(backend, key="the-right-key") as server:
+        engine = remote(server.url, delay_seconds=0.0, backoff_initial=0.05)
+        async with EngineRunner(engine) as runner:
+            stream = runner.open_stream(Speaker("dave"))
+            stream.push_audio(np.zeros(24_000, dtype=np.float32), 24_000)
+            with pytest.raises(EngineAuthError, match="API key refused") as refused:
+                await asyncio.wait_for(collect(stream), 5)
+            assert server.url in str(refused.value) and "401" in str(refused.value)
+            connection = stream.session.connection  # type: ignore[attr-defined]
+            await asyncio.sleep(0.3)  # a retry would have happened by now
+            assert connection.refused == {server.url} and connection.connects == 0
+            assert connection.task.done()
+            with pytest.raises(EngineAuthError):
+                stream.push_audio(np.zeros(2400, dtype=np.float32), 24_000)
+            assert runner.active_streams == 0
+
+
+async def test_a_pool_server_refusing_the_key_is_skipped_for_one_that_accepts_it() -> None:
+    refusing = ScriptedEngine(SCRIPT, sample_rate=24_000, delay=0.0)
+    accepting = ScriptedEngine(SCRIPT, sample_rate=24_000, delay=0.0)
+    async with Server(refusing, key="another-key") as a, Server(accepting) as b:
+        engine = KyutaiRemoteEngine(
+            RemoteSettings(url=a.url, more_urls=(b.url,), api_key=KEY, delay_seconds=0.0)
+        )
+        async with EngineRunner(engine) as runner:
+            streams = [runner.open_stream(Speaker(name)) for name in ("e1", "e2")]
+            events = [asyncio.create_task(collect(s)) for s in streams]
+            for s in streams:
+                s.push_audio(np.zeros(48_000, dtype=np.float32), 24_000)
+                await s.aclose()
+            got = [await asyncio.wait_for(e, 20) for e in events]
+    for stream, words in zip(streams, got, strict=True):
+        assert [w.text for e in words if e.kind == "final" for w in e.words] == [
+            w for w, _, _ in SCRIPT
+        ]
+        assert stream.session.connection.servers == [b.url]  # type: ignore[attr-defined]
+
+
+async def test_transcribe_with_a_refused_key_exits_non_zero_with_one_line(tmp_path: Path) -> None:
+    clip = write_wav(tmp_path / "tone.wav", np.zeros(16_000, dtype=np.float32), 16_000)
+    backend = ScriptedEngine(SCRIPT, sample_rate=24_000, delay=0.0)
+    async with Server(backend) as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cli.main",
+            "transcribe",
+            "--engine",
+            "kyutai-remote",
+            "--kyutai-url",
+            server.url,
+            "--kyutai-api-key",
+            "WRONG",
+            str(clip),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        started = time.monotonic()
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        elapsed = time.monotonic() - started
+    assert process.returncode == 2, (out, err)
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "API key refused" in lines[0] and server.url in lines[0]
+    # It stops at the refusal instead of retrying (the clip is 1 s; QA saw 15 s).
+    assert elapsed < 10, elapsed
+
+
+async def test_a_room_whose_key_is_refused_reports_captions_unavailable_and_others_go_on() -> None:
+    """Sidecar path: the refusal is logged, the room says captions unavailable, nothing
+    raises, and another room (with a key its server accepts) is still captioned."""
+    from meeting.captioner import RoomCaptioner
+    from tests.test_sidecar_core import ListSink
+
+    backend = ScriptedEngine(SCRIPT, sample_rate=24_000, delay=0.0)
+    async with Server(backend) as server:
+        wrong = KyutaiRemoteEngine(
+            RemoteSettings(url=server.url, api_key="WRONG", delay_seconds=0.0)
+        )
+        right = remote(server.url, delay_seconds=0.0)
+        async with EngineRunner(wrong) as refused_runner, EngineRunner(right) as runner:
+            bad_sink, good_sink = ListSink(), ListSink()
+            bad = RoomCaptioner("bad", refused_runner, bad_sink, retry_refused_seconds=60)
+            good = RoomCaptioner("good", runner, good_sink)
+            tone = (0.2 * np.sin(np.arange(960) / 7)).astype(np.float32)
+            for _ in range(100):  # 2 s of 20 ms chunks for each room
+                bad.audio("alice", "Alice", tone, 48_000)
+                good.audio("bob", "Bob", tone, 48_000)
+                await asyncio.sleep(0.01)
+            async with asyncio.timeout(5):
+                while not bad.unavailable:
+                    await asyncio.sleep(0.05)
+            assert bad_sink.statuses[-1].unavailable
+            assert bad.feeds["alice"].stream is None  # dropped, not retried for 60 s
+            bad.audio("alice", "Alice", tone, 48_000)
+            assert bad.feeds["alice"].stream is None
+            await bad.participant_left("alice")  # does not raise
+            await good.participant_left("bob")
+            await bad.aclose()
+            await good.aclose()
+    assert bad_sink.events == []
+    assert [w.text for w in good_sink.finals("bob")[0].words][:1] == ["good"]
+    assert not any(s.unavailable for s in good_sink.statuses)

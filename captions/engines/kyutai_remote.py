@@ -14,6 +14,10 @@ captioning sidecar can use a GPU pool of Kyutai servers on other machines.
 - A muted speaker sends nothing; after ``keepalive_seconds`` without audio one frame of
   silence goes out, so the server (which closes after 120 s without audio) keeps the
   connection. Inserted silence is subtracted from the server's word times.
+- A server that refuses our API key (HTTP 401/403 at the handshake) is not asked again
+  by that stream; once every server of the pool has refused it, the stream ends with
+  :class:`~common.exceptions.EngineAuthError` (a wrong key does not fix itself), which
+  its owner receives from the runtime.
 - A dropped connection reconnects with capped exponential backoff and jitter
   (:class:`common.aio.Backoff`, the project's one policy); audio is kept meanwhile
   (at most ``max_buffer_seconds``, oldest dropped) and times stay on our timeline.
@@ -63,9 +67,20 @@ from captions.kyutai_protocol import (
 )
 from captions.track import CaptionTrack
 from common.aio import Backoff, cancel_and_wait
-from common.exceptions import EngineError, ProtocolError
+from common.exceptions import EngineAuthError, EngineError, ProtocolError
 
 log = logging.getLogger(__name__)
+
+AUTH_REFUSED_STATUSES = (401, 403)
+
+
+def refused_status(exc: BaseException) -> int | None:
+    """The HTTP status of a handshake the server refused for our credentials, else None."""
+    if isinstance(exc, websockets.InvalidStatus):
+        status = exc.response.status_code
+        if status in AUTH_REFUSED_STATUSES:
+            return status
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,13 +119,15 @@ class ServerPool:
         self.connections = dict.fromkeys(self.urls, 0)
         self.failed_at = dict.fromkeys(self.urls, -float("inf"))
 
-    def pick(self) -> str:
+    def pick(self, exclude: frozenset[str] | set[str] = frozenset()) -> str:
         """Least connections among servers that have not failed lately; when all have,
-        the one that failed longest ago."""
+        the one that failed longest ago. Servers in ``exclude`` (they refused our key)
+        only when every server is excluded."""
         now = self.clock()
-        healthy = [u for u in self.urls if now - self.failed_at[u] >= self.cooldown_seconds]
+        urls = [u for u in self.urls if u not in exclude] or list(self.urls)
+        healthy = [u for u in urls if now - self.failed_at[u] >= self.cooldown_seconds]
         if not healthy:
-            return min(self.urls, key=lambda u: self.failed_at[u])
+            return min(urls, key=lambda u: self.failed_at[u])
         return min(healthy, key=lambda u: self.connections[u])
 
     def acquire(self, url: str) -> None:
@@ -200,6 +217,8 @@ class _Connection:
         self.marker: int | None = None
         self.keepalive_frames = 0
         self.give_up_at = float("inf")
+        self.refused: set[str] = set()
+        """Servers that refused our API key: not asked again by this stream."""
 
     # Called on the network loop (through call_soon_threadsafe).
     def feed(self, pcm: PCM) -> None:
@@ -237,6 +256,17 @@ class _Connection:
                     backoff.reset()
                 except (OSError, websockets.WebSocketException, ProtocolError, TimeoutError) as exc:
                     self.pool.failed(self.url)
+                    status = refused_status(exc)
+                    if status is not None:
+                        self.refused.add(self.url)
+                        if self.refused.issuperset(self.pool.urls):
+                            self.session.failure = EngineAuthError(
+                                f"kyutai-remote: API key refused (HTTP {status}) by"
+                                f" {', '.join(sorted(self.refused))}; check --kyutai-api-key"
+                            )
+                            return
+                        log.warning("kyutai-remote %s refused the API key", self.url)
+                        continue
                     if self.loop.time() >= self.give_up_at:  # closing: keep what arrived
                         log.warning("kyutai-remote %s: %s while closing", self.url, exc)
                         return
@@ -247,7 +277,7 @@ class _Connection:
     async def _session_once(self) -> bool:
         """Runs one connection; True when the stream is complete."""
         headers = {"kyutai-api-key": self.settings.api_key} if self.settings.api_key else {}
-        self.url = self.pool.pick()
+        self.url = self.pool.pick(exclude=self.refused)
         self.pool.acquire(self.url)
         try:
             return await self._connect_once(headers)
@@ -399,7 +429,7 @@ class KyutaiRemoteEngine(Engine):
             if s.flush_requested:
                 s.flush_requested = False
                 self._close_utterance(s)
-            if s.ending and s.done:
+            if s.done and (s.ending or s.failure is not None):
                 self._close_utterance(s)
                 s.end_requested = False
                 s.finished = True

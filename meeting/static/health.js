@@ -12,7 +12,8 @@ let timer = null;
 export function healthState({ roomCaptions, feed } = current()) {
   if (!roomCaptions.enabled) return "off";
   if (feed.socket === "connecting" && !feed.everOpen) return "connecting";
-  if (feed.socket !== "open" || feed.captioner === "absent") return "offline";
+  // "absent": no sidecar; "unavailable": its engine cannot caption (e.g. API key refused).
+  if (feed.socket !== "open" || feed.captioner !== "connected") return "offline";
   if (feed.serverDegraded || feed.degradedUntil > Date.now()) return "degraded";
   return "live";
 }
