@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from captions.engine import Engine
+from captions.engine import Engine, Session
 from captions.engines import EngineOptions, create_engine
 from captions.engines.whisper import WhisperSettings
 from common.exceptions import ConfigError
@@ -125,3 +127,28 @@ def test_realtime_mode_stamps_words_on_arrival(manifest: Path) -> None:
     # little later than simulated, never earlier than their audio.
     assert live["latency"]["final_p50"] >= 0.5
     assert live["latency"]["final_p50"] < sim["latency"]["final_p50"] + 1.0
+
+
+def test_ideal_mode_charges_no_compute(manifest: Path) -> None:
+    """mode=ideal: every step on schedule whatever it costs, so a slow engine's latencies
+    are its policy's own; the simulation charges the same engine its compute."""
+
+    class SlowEngine(ScriptedEngine):
+        def step(self, sessions: Sequence[Session]) -> None:
+            time.sleep(0.02)
+            super().step(sessions)
+
+    base = EngineOptions()
+    specs = [parse_spec(t, base, default_engine="whisper") for t in ("mode=ideal", "mode=sim")]
+    runs = compare(
+        read_manifest(manifest)[:1],
+        specs,
+        tail_seconds=0.5,
+        offline=False,
+        load_engine=lambda name, options: SlowEngine(SCRIPT, delay=0.5),
+    )
+    ideal, sim = comparison_summary(runs)["specs"]
+    assert ideal["rtf"] == 0.0 and sim["rtf"] > 0.1
+    # Words end at 0.4 s and 0.8 s, audio arrives in 0.1 s frames, finals 0.5 s later.
+    assert 0.5 <= ideal["latency"]["final_p50"] <= 0.65
+    assert sim["latency"]["final_p50"] > ideal["latency"]["final_p50"]

@@ -193,3 +193,20 @@ async def test_a_full_engine_refuses_a_speaker_and_is_retried_later() -> None:
         await feed(captioner, "bob", tone(0.2))
         assert captioner.feeds["bob"].stream is not None
         await captioner.aclose()
+
+
+async def test_captions_delayed_health_follows_the_engine_backlog() -> None:
+    """The room shows "Captions delayed" while a stream's audio waits, and no longer once
+    the engine has caught up (events without the flag clear it)."""
+    engine = ScriptedEngine(SCRIPT, delay=0.1)
+    sink = ListSink()
+    async with EngineRunner(engine, delayed_after_seconds=0.0) as runner:
+        captioner = RoomCaptioner("r", runner, sink)
+        await feed(captioner, "alice", tone(1.0))  # every wait counts as late
+        await settle(engine, runner)
+        assert sink.statuses and sink.statuses[-1].degraded
+        runner.delayed_after_seconds = 60.0  # now no wait does
+        await feed(captioner, "alice", tone(1.0))
+        await settle(engine, runner)
+        assert not sink.statuses[-1].degraded
+        await captioner.aclose()
