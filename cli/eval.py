@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SPEC",
         help="compare specs side by side, interleaved item by item, with ratios to the "
         "first: an engine and/or key=value pairs, e.g. 'whisper' 'whisper,step_seconds=0.7' "
-        "'model=base,language=fr' 'mode=realtime' (repeat the option)",
+        "'model=base,language=fr'; mode=sim (default), realtime (paced through the live "
+        "runtime) or ideal (compute free: the policy's own latency) (repeat the option)",
     )
     parser.add_argument(
         "--realtime",
