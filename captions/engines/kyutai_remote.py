@@ -25,8 +25,10 @@ captioning sidecar can use a GPU pool of Kyutai servers on other machines.
   goes to the server with the fewest of this engine's connections among those that have
   not failed in the last ``server_cooldown_seconds``; a server that drops a stream,
   refuses a connection or answers "no free channels" is skipped for that long, so the
-  stream moves to another server with its buffered audio. What is lost is the words in
-  flight: audio the failed server had received but not yet transcribed.
+  stream moves to another server with its buffered audio. A new connection waits for the
+  server's ``Ready`` (at most ``ready_timeout``) before sending audio, so a full server
+  costs none. What is lost is the words in flight: audio the failed server had received
+  but not yet transcribed.
 
 The network runs on its own asyncio loop in a background thread; :meth:`step` (on the
 runtime's worker thread) only moves audio and received messages across, and a
@@ -60,6 +62,7 @@ from captions.kyutai_protocol import (
     EndWord,
     Error,
     Marker,
+    ServerMessage,
     Step,
     WordMessage,
     decode_server_message,
@@ -90,6 +93,8 @@ class RemoteSettings:
     more_urls: tuple[str, ...] = ()
     """Further servers of the pool, after ``url``."""
     server_cooldown_seconds: float = 5.0
+    ready_timeout: float = 2.0
+    """How long a new connection waits for the server's ``Ready`` before sending audio."""
     delay_seconds: float = 0.5
     utterance_gap_seconds: float = 1.5
     end_of_turn_threshold: float = 0.6
@@ -293,6 +298,7 @@ class _Connection:
         ) as ws:
             self.connects += 1
             self.servers.append(self.url)
+            await self._await_ready(ws)
             self.server_samples = 0
             self.timeline.reconnected(self.our_samples / SAMPLE_RATE)
             receiver = asyncio.create_task(self._receive(ws))
@@ -301,6 +307,18 @@ class _Connection:
             finally:
                 if not receiver.done():  # else _send has taken its result or exception
                     await cancel_and_wait(receiver)
+
+    async def _await_ready(self, ws: websockets.ClientConnection) -> None:
+        """Waits (at most ``ready_timeout``) for the server's first message before sending
+        audio: a full server answers ``Error{"no free channels"}`` instead of ``Ready``,
+        and audio sent to it meanwhile would be lost when the stream moves on."""
+        try:
+            data = await asyncio.wait_for(ws.recv(), self.settings.ready_timeout)
+        except TimeoutError:
+            return  # a server that does not announce itself: go on
+        if isinstance(data, str):
+            raise ProtocolError("server sent a text frame")
+        self._on_message(decode_server_message(data, max_bytes=self.settings.max_message_bytes))
 
     async def _send(self, ws: websockets.ClientConnection, receiver: asyncio.Task[bool]) -> bool:
         idle = 0.0
@@ -353,6 +371,10 @@ class _Connection:
             await asyncio.sleep(0.01)  # faster than real time, so flushing is quick
         with contextlib.suppress(Exception):
             await ws.close()
+        if receiver.done():
+            # Raises what the receiver raised ("no free channels", a dropped connection):
+            # the stream is not complete, so it is tried again (on another server of a pool).
+            return receiver.result()
         return True
 
     async def _receive(self, ws: websockets.ClientConnection) -> bool:
@@ -360,18 +382,23 @@ class _Connection:
             if isinstance(data, str):
                 raise ProtocolError("server sent a text frame")
             message = decode_server_message(data, max_bytes=self.settings.max_message_bytes)
-            if isinstance(message, WordMessage):
-                self._deliver(WordMessage(message.text, self.timeline.ours(message.start_time)))
-            elif isinstance(message, EndWord):
-                self._deliver(EndWord(self.timeline.ours(message.stop_time)))
-            elif isinstance(message, Step):
-                self._deliver(message)
-            elif isinstance(message, Marker):
-                if self.ending and message.id == self.marker:
-                    return True
-            elif isinstance(message, Error):
-                raise ProtocolError(f"server error: {message.message}")
+            if self._on_message(message):
+                return True
         raise ConnectionError("server closed the connection")
+
+    def _on_message(self, message: ServerMessage) -> bool:
+        """Hands a server message on; True once our closing marker came back."""
+        if isinstance(message, WordMessage):
+            self._deliver(WordMessage(message.text, self.timeline.ours(message.start_time)))
+        elif isinstance(message, EndWord):
+            self._deliver(EndWord(self.timeline.ours(message.stop_time)))
+        elif isinstance(message, Step):
+            self._deliver(message)
+        elif isinstance(message, Marker):
+            return self.ending and message.id == self.marker
+        elif isinstance(message, Error):
+            raise ProtocolError(f"server error: {message.message}")
+        return False
 
 
 class KyutaiRemoteEngine(Engine):
