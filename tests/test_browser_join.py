@@ -216,3 +216,41 @@ def test_join_right_after_a_device_change_keeps_the_microphone(
         open_join_screen(bob, link(base, "Bob", "guest"))
         join(bob)
         bob.wait_for_selector("[data-testid=tile][data-name=Alice][data-speaking=true]")
+
+
+def test_guest_join_screen_says_guests_only_listen_and_read(
+    playwright: Any, base: str, voice: Path
+) -> None:
+    """QA: the guest's join screen said only "You join as guest."; a guest cannot speak."""
+    with (
+        browser_page(playwright, fake_audio=voice) as guest,
+        browser_page(playwright, fake_audio=voice) as participant,
+    ):
+        open_join_screen(guest, link(base, "Gail", "guest"))
+        text = guest.inner_text("[data-role=join-role]")
+        assert "guest" in text and "listen" in text and "captions only" in text, text
+        # No microphone or camera choice, no preview: nothing a guest could use.
+        for selector in ("join-mic", "join-camera"):
+            assert guest.is_hidden(f"[data-testid={selector}]")
+        assert guest.is_hidden("[data-role=preview-figure]")
+        assert guest.evaluate("document.querySelector('[data-role=preview]').srcObject") is None
+        guest.click("[data-testid=language-switch]")
+        guest.wait_for_function(
+            "() => document.querySelector('[data-role=join-role]').textContent.includes('invité')"
+        )
+        text = guest.inner_text("[data-role=join-role]")
+        assert "écoutent" in text and "sous-titres uniquement" in text, text
+        join(guest)
+        assert guest.is_hidden("[data-testid=mute-toggle]")
+        # Someone who may speak is told nothing of the kind, and chooses a microphone.
+        open_join_screen(participant, link(base, "Pat", "participant"))
+        assert "listen" not in participant.inner_text("[data-role=join-role]")
+        assert participant.is_visible("[data-testid=join-mic]")
+        # A link of another role that may not publish says it too.
+        grants = Grants.for_role(ROOM, "Lee", "participant")
+        listener = Grants(**{**grants.__dict__, "can_publish": False})
+        participant.goto("about:blank")  # a new fragment alone would not load the page again
+        open_join_screen(participant, f"{base}/room/{ROOM}#token={mint_token(SECRET, listener)}")
+        text = participant.inner_text("[data-role=join-role]")
+        assert "participant" in text and "captions only" in text, text
+        assert participant.is_hidden("[data-testid=join-mic]")

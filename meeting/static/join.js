@@ -44,7 +44,10 @@ export async function showJoin({ connect, enter }) {
 
 function refreshLabels(room, grants) {
   role("join-room").textContent = t("join.room", { room });
-  role("join-role").textContent = t(`join.role.${grants.role}`) || "";
+  // Guests' text says they only listen and read; any other link that may not publish
+  // says so too, since its microphone and camera choice is not shown.
+  const listenOnly = grants.can_publish === false && grants.role !== "guest";
+  role("join-role").textContent = [t(`join.role.${grants.role}`), listenOnly ? t("join.listen_only") : ""].filter(Boolean).join(" ");
   const joinMessage = role("join-message");
   if (joinMessage.dataset.code) joinMessage.textContent = t(joinMessage.dataset.code);
 }
