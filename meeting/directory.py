@@ -267,20 +267,7 @@ class RoomDirectory:
         nodes = await self.nodes()
         by_id = {n.id: n for n in nodes}
         candidates = [n.id for n in nodes if not n.draining]
-        try:
-            owner = await self._place(
-                keys=[self._room_key(room), self._since_key()],
-                args=[
-                    self._node_key(),
-                    self._rooms_of(),
-                    room,
-                    math.ceil(self.ttl_seconds) + 1,
-                    self.room_ttl_seconds,
-                    *candidates,
-                ],
-            )
-        except (RedisError, OSError) as exc:
-            raise DirectoryUnavailableError(f"Redis: {exc}") from exc
+        owner = await self._run_placement(room, math.ceil(self.ttl_seconds) + 1, candidates)
         if owner == "":
             raise DirectoryUnavailableError("the directory is warming up after a restart")
         if not owner:
@@ -296,6 +283,13 @@ class RoomDirectory:
 
     async def claim(self, room: str) -> str:
         """Records ``room`` as this node's unless a live node holds it; returns the owner."""
+        owner = await self._run_placement(room, 0, [self.node.id])
+        return str(owner) if owner else self.node.id
+
+    async def _run_placement(
+        self, room: str, warmup_seconds: int, candidates: list[str]
+    ) -> str | None:
+        """One call of the atomic placement script; ``warmup_seconds`` 0 claims at once."""
         try:
             owner = await self._place(
                 keys=[self._room_key(room), self._since_key()],
@@ -303,14 +297,14 @@ class RoomDirectory:
                     self._node_key(),
                     self._rooms_of(),
                     room,
-                    0,
+                    warmup_seconds,
                     self.room_ttl_seconds,
-                    self.node.id,
+                    *candidates,
                 ],
             )
         except (RedisError, OSError) as exc:
             raise DirectoryUnavailableError(f"Redis: {exc}") from exc
-        return str(owner) if owner else self.node.id
+        return None if owner is None else str(owner)
 
     async def release(self, room: str) -> None:
         """Forgets ``room`` if this node holds it (it ended here)."""
