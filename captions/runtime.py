@@ -75,6 +75,12 @@ class SpeechStream:
     def closed(self) -> bool:
         return self._closing
 
+    @property
+    def ended(self) -> bool:
+        """The runner finished the stream (closed, aborted, or its engine step failed):
+        audio pushed now reaches no engine."""
+        return self._done.is_set()
+
     def push_audio(self, pcm: npt.ArrayLike, sample_rate: int) -> None:
         """Queues audio of any rate and layout; never blocks (see the module's policy)."""
         if self.failure is not None:

@@ -12,7 +12,8 @@ attribution is exact. Events go to a :class:`CaptionSink` (the acked publisher,
   arrives is dropped), and the open utterance is flushed on mute;
 - digital silence is not pushed after ``silence_grace_seconds`` (enough for the
   engine's end-of-speech detection), and the utterance is flushed instead;
-- someone who rejoins gets a fresh stream;
+- someone who rejoins gets a fresh stream, and so does a speaker whose stream the
+  engine ended by itself (a failed step): their next audio opens a new one;
 - a stream the engine gave up on (``SpeechStream.failure``, e.g. a remote server that
   refused our API key) is logged as an error and dropped; the room reports captions
   unavailable (``SidecarStatus.unavailable``) until a stream works again, and the speaker
@@ -113,6 +114,7 @@ class SpeakerFeed:
         self._on_failure = on_failure
         self.stream: SpeechStream | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[None]] = set()
         self._stream_id = ""
         self._utterance_base = 0
         self._anchors = _Anchors()
@@ -137,6 +139,13 @@ class SpeakerFeed:
                 return  # silence never opens a stream
         else:
             self._silent_run = 0.0
+        if self.stream is not None and self.stream.ended and self.stream.failure is None:
+            # The runner ended it by itself (a failed engine step): a fresh stream, or
+            # this speaker would never be captioned again. (A stream with a ``failure``
+            # raises it below and is retried after a wait; see :meth:`_forward`.)
+            log.warning("stream of %s ended by the engine; opening a new one", self.speaker.id)
+            self._let_finish(self._pump)
+            self.stream, self._pump = None, None
         if self.stream is None:
             self._open(language)
         assert self.stream is not None
@@ -151,6 +160,12 @@ class SpeakerFeed:
     def flush(self) -> None:
         if self.stream is not None:
             self.stream.flush()
+
+    def _let_finish(self, pump: asyncio.Task[None] | None) -> None:
+        """Keeps an ended stream's pump referenced until it has forwarded its last events."""
+        if pump is not None and not pump.done():
+            self._finishing.add(pump)
+            pump.add_done_callback(self._finishing.discard)
 
     def _open(self, language: str | None) -> None:
         self.stream = self.runner.open_stream(self.speaker, language=language)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import numpy as np
 
+from captions.engine import Session
 from captions.events import CaptionEvent
 from captions.runtime import EngineRunner
 from meeting.captioner import RoomCaptioner
@@ -210,3 +212,35 @@ async def test_captions_delayed_health_follows_the_engine_backlog() -> None:
         await settle(engine, runner)
         assert not sink.statuses[-1].degraded
         await captioner.aclose()
+
+
+class FailingOnceEngine(ScriptedEngine):
+    """A scripted engine whose first step with audio fails (a model error, say)."""
+
+    failed = False
+
+    def step(self, sessions: Sequence[Session]) -> None:
+        if not self.failed and any(s.inbox.available for s in sessions):
+            self.failed = True
+            raise RuntimeError("decoder blew up")
+        super().step(sessions)
+
+
+async def test_a_stream_ended_by_an_engine_failure_is_reopened_on_more_speech() -> None:
+    # A failed step ends the streams it served (see captions.runtime). The speaker's next
+    # words must reach a fresh stream, not the dead one for good (no error reached them).
+    engine = FailingOnceEngine(SCRIPT, delay=0.5)
+    sink = ListSink()
+    async with EngineRunner(engine) as runner:
+        captioner = RoomCaptioner("r", runner, sink)
+        await feed(captioner, "alice", tone(0.5))
+        dead = captioner.feeds["alice"].stream
+        assert dead is not None
+        await asyncio.wait_for(dead._done.wait(), timeout=10.0)  # ended by the failure
+        assert engine.failed
+        await feed(captioner, "alice", tone(2.5))
+        await settle(engine, runner)
+        assert captioner.feeds["alice"].stream is not dead
+        assert engine.samples_seen.get("alice", 0) > 0
+        await captioner.aclose()
+        assert [w.text for w in sink.finals("alice")[-1].words] == ["hello", "there", "friend"]
