@@ -158,6 +158,40 @@ def test_flush_closes_utterance_and_stream_goes_on(engine: WhisperEngine) -> Non
     assert wer(FOX, finals[0].text) <= 0.25 and wer(WEATHER, finals[1].text) <= 0.25
 
 
+@pytest.mark.parametrize("cut_seconds", [1.0, 1.5])
+def test_flush_mid_speech_transcribes_no_audio_twice(
+    engine: WhisperEngine, cut_seconds: float
+) -> None:
+    # The sidecar flushes an utterance mid-speech (silence grace, mute); the next
+    # utterance's pre-roll used to reach back before the flush, so words were final twice.
+    text = "Please send your comments before Friday. Thank you all for coming today."
+    pcm = load_audio(synthesize(text))
+    clock = VirtualClock()
+    track = CaptionTrack(Speaker("a"), clock)
+    inbox = AudioInbox(RATE, max_seconds=30)
+    session = engine.create_session(track, inbox)
+    cut = round(cut_seconds * RATE)
+    try:
+        inbox.push(pcm[:cut])
+        engine.step([session])
+        session.flush_requested = True
+        engine.step([session])
+        for start in range(cut, pcm.size, RATE // 2):  # half-second pushes, as live
+            inbox.push(pcm[start : start + RATE // 2])
+            engine.step([session])
+        inbox.push(np.zeros(RATE, dtype=np.float32))
+        session.end_requested = True
+        engine.step([session])
+    finally:
+        engine.release_session(session)
+    finals = [e for e in track.take_events() if e.kind == "final" and e.words]
+    assert len(finals) >= 2
+    for before, after in itertools.pairwise(finals):
+        assert after.words[0].start >= before.words[-1].end - 0.05, (before.text, after.text)
+    assert finals[1].words[0].start >= cut_seconds - 0.05
+    assert wer(text, final_text(finals)) <= 0.25
+
+
 async def test_two_speakers_through_one_engine(engine: WhisperEngine) -> None:
     texts = {"alice": FOX, "bob": MEETING}
     audio = {

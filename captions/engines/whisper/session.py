@@ -39,6 +39,9 @@ class WhisperSession(Session):
     utterance_start: int = 0
     """Absolute sample where the utterance (its first buffer) began."""
     transcribed_to: int = 0
+    closed_to: int = 0
+    """Absolute sample where the latest utterance closed: its audio is transcribed and
+    final, so the next utterance's buffer (pre-roll included) starts no earlier."""
     utterance_language: str | None = None
     """Under "auto": the open utterance's language, once detected on enough audio."""
     speaker_language: SpeakerLanguage = field(default_factory=SpeakerLanguage)

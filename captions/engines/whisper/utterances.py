@@ -64,8 +64,12 @@ class Utterances:
     def _on_change(self, s: WhisperSession, change: SpeechChange) -> None:
         if change.kind == "start" and not s.active:
             s.active = True
+            # The pre-roll never reaches into the previous utterance: after a flush
+            # mid-speech it did, and the same words were final twice.
             s.buffer_start = max(
-                s.audio_start, change.sample - samples(self.settings.pre_roll_seconds)
+                s.audio_start,
+                s.closed_to,
+                change.sample - samples(self.settings.pre_roll_seconds),
             )
             s.transcribed_to = s.utterance_start = s.buffer_start
             s.utterance_language = None
@@ -169,6 +173,7 @@ class Utterances:
         s.agreement.reset(keep_prompt=not foreign)
         s.active = False
         s.last_hypothesis = None
+        s.closed_to = max(s.closed_to, end)
 
     def forget_old_audio(self, s: WhisperSession) -> None:
         keep_from = s.buffer_start if s.active else s.position - samples(1.0)
