@@ -17,6 +17,13 @@ Two rules keep shutdown from hanging (a task that survives cancellation blocks
 - bound every wait on the stop path: a peer that never answers a close, or a library
   close that never resolves (aiortc's ``RTCPeerConnection.close()`` waits for ever when
   an earlier close was interrupted), costs at most ``timeout`` and a warning.
+
+A loop that retries for ever (storing a final while the database is down) also checks
+:func:`raise_if_cancelled_since` on each turn: a library may lose a cancellation (on
+Python 3.11 ``asyncio.wait_for`` returns the inner result when the cancel arrives just as
+it completes; psycopg_pool waits through it), and the task would then retry, or wait for
+the next item, for ever while marked "cancelling": ``asyncio.run`` and pytest's loop
+teardown cancel once and wait without bound.
 """
 
 from __future__ import annotations
@@ -29,6 +36,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def cancel_requests() -> int:
+    """The current task's pending cancellation requests (``Task.cancelling()``), or 0."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def raise_if_cancelled_since(before: int) -> None:
+    """Raises ``CancelledError`` if the current task was cancelled since ``before`` (a
+    :func:`cancel_requests` value) and the cancellation was swallowed on the way."""
+    if cancel_requests() > before:
+        raise asyncio.CancelledError
 
 
 async def cancel_and_wait(task: asyncio.Future[Any] | None, *, timeout: float = 5.0) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from captions.formats import MEDIA_TYPES, render
-from common.aio import bounded, cancel_and_wait
+from common.aio import bounded, cancel_and_wait, cancel_requests, raise_if_cancelled_since
 from common.exceptions import (
     AuthError,
     ForbiddenError,
@@ -295,22 +295,28 @@ class CaptionsApi:
         finally:
             self._sockets.discard(ws)
             self.hub.unsubscribe(sub)
-            # Finals already broadcast are still stored (the publisher may never come back).
-            if not await bounded(
-                writes.join(),
-                timeout=self.limits.writes_after_close_seconds,
-                what=f"storing the last finals of {room}",
-            ):
-                log.warning("%d finals of %s unstored at disconnect", writes.qsize(), room)
-            await cancel_and_wait(writer)
-            await cancel_and_wait(sender)
+            try:
+                # Finals already broadcast are still stored (the publisher may never come back).
+                if not await bounded(
+                    writes.join(),
+                    timeout=self.limits.writes_after_close_seconds,
+                    what=f"storing the last finals of {room}",
+                ):
+                    log.warning("%d finals of %s unstored at disconnect", writes.qsize(), room)
+            finally:
+                # Also when this handler is cancelled mid-wait (server shutdown): a writer
+                # left behind retries a down database for ever and outlives the loop.
+                await cancel_and_wait(writer)
+                await cancel_and_wait(sender)
         return ws
 
     async def _write_finals(
         self, ws: web.WebSocketResponse, writes: asyncio.Queue[tuple[str, Publication]]
     ) -> None:
         """Stores each final (retrying), then acknowledges it, in order."""
+        cancels = cancel_requests()
         while True:
+            raise_if_cancelled_since(cancels)
             room, final = await writes.get()
             await self.hub.persist(
                 room, final.event, stream=final.stream, stream_started_at=final.stream_started_at

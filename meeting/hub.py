@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from captions.events import CaptionEvent
+from common.aio import cancel_requests, raise_if_cancelled_since
 from common.exceptions import StoreRejectedError, StoreUnavailableError
 from meeting.protocol import (
     Backlog,
@@ -386,9 +387,11 @@ class CaptionHub:
     ) -> None:
         """Stores a final, retrying with backoff until it is written (or cancelled)."""
         delay = self.retry.first_seconds
+        cancels = cancel_requests()
         self.pending_writes += 1
         try:
             while True:
+                raise_if_cancelled_since(cancels)
                 try:
                     await self.store.append(
                         room, event, stream=stream, stream_started_at=stream_started_at

@@ -5,18 +5,24 @@ started again)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from captions.events import CaptionEvent
+from common.exceptions import StoreUnavailableError
 from evaluation.services import PostgresServer
-from meeting.api import CaptionsApiLimits, install_captions_api
+from meeting.api import CaptionsApi, CaptionsApiLimits, install_captions_api
 from meeting.hub import CaptionHub, StoreRetry
 from meeting.postgres_store import PostgresTranscriptStore
+from meeting.protocol import parse_publish
+from meeting.store import TranscriptStore
 from tests.conftest import require_services
 from tests.test_serve_captions_api import SECRET, caption, receive_until, token
 
@@ -87,3 +93,85 @@ async def test_postgres_restart_mid_meeting_loses_nothing_acknowledged(
             await asyncio.to_thread(own_postgres.start)  # a failed test leaves no hang behind
         await hub.aclose()
         await store.aclose()
+
+
+STOP_BOUND = 10.0  # seconds a cancelled writer may take to end (cancel_and_wait's 5 s, twice)
+
+
+def writer_tasks() -> list[asyncio.Task[Any]]:
+    """The publish handler's helper tasks still alive (they must not outlive it)."""
+    names = {"CaptionsApi._write_finals", "CaptionsApi._send_loop"}
+    return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ in names]  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(60)
+async def test_server_shutdown_while_postgres_is_down_leaves_no_writer_behind(
+    own_postgres: PostgresServer,
+) -> None:
+    """The hang seen in a failed outage test's teardown: the server shut down (cancelling
+    the publish handler mid-way through its bounded wait for the last writes) while the
+    database was down; the writer, never cancelled, retried for ever and outlived the loop."""
+    store = PostgresTranscriptStore(own_postgres.url, timeout_seconds=1.0)
+    await store.open()
+    hub = CaptionHub(store, retry=StoreRetry(first_seconds=0.1, max_seconds=0.5))
+    app = web.Application()
+    install_captions_api(app, hub, SECRET, limits=CaptionsApiLimits(writes_after_close_seconds=2.0))
+    try:
+        async with TestClient(TestServer(app)) as client:
+            pub = await client.ws_connect(f"/captions/publish?token={token(captioner=True)}")
+            await pub.send_json(caption(0, "final", "before the stop", seq=1))
+            assert (await receive_until(pub, "ack"))["seq"] == 1
+            await asyncio.to_thread(own_postgres.stop)
+            await pub.send_json(caption(1, "final", "while the database is down", seq=2))
+            assert await no_ack(pub, 1.0)
+            assert hub.pending_writes == 1
+        deadline = time.monotonic() + STOP_BOUND
+        while writer_tasks() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not writer_tasks(), f"left running after the server stopped: {writer_tasks()}"
+        assert hub.pending_writes == 0
+    finally:
+        await hub.aclose()
+        await store.aclose()
+
+
+class CancelSwallowingStore:
+    """A store whose append loses the first cancellation it sees, as a library can (Python
+    3.11's wait_for when the cancel meets the inner result), then fails or succeeds."""
+
+    def __init__(self, *, available: bool) -> None:
+        self.available = available
+        self.swallowed = 0
+
+    async def append(self, room: str, event: CaptionEvent, **_: Any) -> bool:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            self.swallowed += 1  # lost: the caller's retry loop must still stop
+        if not self.available:
+            raise StoreUnavailableError("down")
+        return True
+
+    async def touch(self, room: str, **_: Any) -> None:
+        pass
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("available", [False, True], ids=["store-down", "store-up"])
+async def test_a_swallowed_cancellation_still_ends_the_writer(available: bool) -> None:
+    """Down: persist would retry for ever; up: the writer would wait for the next final
+    for ever; either way the task must end within a bound of being cancelled."""
+    store = CancelSwallowingStore(available=available)
+    hub = CaptionHub(cast(TranscriptStore, store), retry=StoreRetry(first_seconds=0.01))
+    api = CaptionsApi(hub, SECRET)
+    ws = cast(web.WebSocketResponse, SimpleNamespace(closed=True))  # no ack is sent
+    writes: asyncio.Queue[Any] = asyncio.Queue()
+    final = parse_publish(json.dumps(caption(1, "final", "a final", seq=1)), max_bytes=65536)
+    await writes.put(("r", final))
+    writer = asyncio.create_task(api._write_finals(ws, writes))
+    await asyncio.sleep(0.02)  # inside the store's append
+    writer.cancel()
+    await asyncio.wait({writer}, timeout=STOP_BOUND)
+    assert store.swallowed == 1
+    assert writer.done(), "the writer outlived its cancellation"
+    assert writer.cancelled()
