@@ -10,6 +10,7 @@ import pytest
 from hypothesis import settings
 
 from tests.speech import SHARED_EVAL
+from tests.teardown_timeout import pytest_runtest_teardown  # noqa: F401 (a hook)
 
 if TYPE_CHECKING:
     from evaluation.services import PostgresServer
