@@ -18,7 +18,7 @@ from captions.engines import EngineOptions
 from captions.engines.local_agreement import LocalAgreement
 from captions.engines.whisper.batching import BatchTranscriber
 from captions.engines.whisper.decode import Decoder
-from captions.engines.whisper.language import ForeignSpeech, SpeakerLanguage
+from captions.engines.whisper.language import ForeignSpeech, LanguageConfirmer, SpeakerLanguage
 from captions.engines.whisper.models import (
     check_model_dir,
     model_name,
@@ -77,7 +77,14 @@ class WhisperEngine(Engine):
         self.transcriber = BatchTranscriber(
             self.decoder, workers=self.settings.workers, max_batch=self.settings.max_batch
         )
-        self.utterances = Utterances(self.settings, self.transcriber, self.costs)
+        confirmer = (
+            LanguageConfirmer()
+            if self.settings.detect_foreign
+            and self.settings.foreign_confirm
+            and not self.decoder.multilingual
+            else None
+        )
+        self.utterances = Utterances(self.settings, self.transcriber, self.costs, confirmer)
         self.active_sessions = 0
         self.info = EngineInfo(
             name="whisper",

@@ -10,13 +10,25 @@ An English-only model (tiny.en) cannot tell languages apart, but it shows when i
 guessing: on French speech its decodes average a log-probability per token of -0.8 to
 -3, against -0.05 to -0.7 on most English (down to -1.7 on hard test-other speakers;
 measured on the shared eval sets, see docs/languages.md). :class:`ForeignSpeech` turns
-that into a per-utterance verdict.
+that into a per-utterance verdict. Hard English sits in the same range as some French, so
+where the pinned multilingual model is installed, :class:`LanguageConfirmer` asks its
+language identification before an utterance is withheld: only another language is.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.exceptions import CaptionsError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,10 +81,17 @@ class ForeignSpeech:
     min_final_seconds: float = 1.5
     min_looks: int = 2
     scores: list[float] = field(default_factory=list)
+    own_language: bool = False
+    """A language identifier heard the model's own language: the utterance is not judged
+    again (hard speech, not another language)."""
+    other_language: bool = False
+    """A language identifier confirmed another language: not asked again this utterance."""
 
     def observe(self, logprob: float, seconds: float, *, final: bool = False) -> bool:
         """Adds one decode's mean log-probability per token, of an utterance ``seconds``
         long so far; True once the utterance sounds like a language the model lacks."""
+        if self.own_language:
+            return False
         if seconds < (self.min_final_seconds if final else self.min_seconds):
             return False
         self.scores.append(logprob)
@@ -84,9 +103,57 @@ class ForeignSpeech:
     @property
     def settled(self) -> bool:
         """Enough looks were counted, and they sound like the model's own language."""
+        if self.own_language:
+            return True
         if len(self.scores) < self.min_looks:
             return False
         return sum(self.scores) / len(self.scores) >= self.clear_logprob
 
     def reset(self) -> None:
         self.scores.clear()
+        self.own_language = self.other_language = False
+
+
+class LanguageConfirmer:
+    """Language identification by the pinned multilingual Whisper (``--model base``), to
+    confirm that speech an English-only model cannot transcribe is another language.
+
+    Loaded on first use, once; without the multilingual model installed it confirms
+    nothing (:meth:`is_other_language` returns None) and the log-probability verdict
+    stands alone. Runs only when that verdict is "foreign" (rare on English).
+    """
+
+    def __init__(self, language: str = "en", *, min_probability: float = 0.5) -> None:
+        self.language = language
+        self.min_probability = min_probability
+        self._model: Any = None
+        self._unavailable = False
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None and not self._unavailable:
+                try:
+                    from faster_whisper import WhisperModel
+
+                    from captions.engines.whisper.models import resolve_model
+
+                    path = resolve_model("base")
+                    self._model = WhisperModel(
+                        str(path), device="cpu", compute_type="int8", cpu_threads=1
+                    )
+                except CaptionsError as exc:
+                    log.info("no language identification for the foreign-speech check: %s", exc)
+                    self._unavailable = True
+            return self._model
+
+    def is_other_language(self, audio: npt.NDArray[np.float32]) -> bool | None:
+        """True if ``audio`` (16 kHz mono) is surely another language than the model's,
+        False if it is the model's own, None if that cannot be told."""
+        model = self._load()
+        if model is None or audio.size == 0:
+            return None
+        top, probability, _ = model.detect_language(audio)
+        if top == self.language:
+            return False
+        return True if probability >= self.min_probability else None

@@ -67,6 +67,9 @@ class WhisperSettings:
     """No word is final until the looks average under this (clearly the model's language)."""
     foreign_min_seconds: float = 2.0
     """Looks at less of an utterance than this do not count (see language.py)."""
+    foreign_confirm: int = 1
+    """1: before withholding, the pinned multilingual model (if installed) must identify
+    another language; hard English is kept. 0: the log-probability verdict alone."""
     vad_threshold: float = 0.5
     # Hypotheses that look like Whisper's hallucinations on non-speech are dropped.
     no_speech_threshold: float = 0.6

@@ -17,6 +17,7 @@ import numpy as np
 
 from captions.costs import StepCosts
 from captions.engines.whisper.batching import BatchTranscriber
+from captions.engines.whisper.language import LanguageConfirmer
 from captions.engines.whisper.session import Hypothesis, WhisperSession
 from captions.engines.whisper.settings import WhisperSettings
 from captions.vad import SAMPLE_RATE, SpeechChange
@@ -30,11 +31,17 @@ class Utterances:
     """Drives the utterances of sessions; transcriptions go through ``transcriber``."""
 
     def __init__(
-        self, settings: WhisperSettings, transcriber: BatchTranscriber, costs: StepCosts
+        self,
+        settings: WhisperSettings,
+        transcriber: BatchTranscriber,
+        costs: StepCosts,
+        confirmer: LanguageConfirmer | None = None,
     ) -> None:
         self.settings = settings
         self.transcriber = transcriber
         self.costs = costs
+        self.confirmer = confirmer
+        """Asked before an utterance is withheld as another language (None: not asked)."""
 
     def ingest(self, s: WhisperSession) -> None:
         """Takes the session's new audio through the VAD, opening and closing utterances."""
@@ -117,7 +124,17 @@ class Utterances:
         ):
             return False
         heard = (end - s.utterance_start) / SAMPLE_RATE
-        return s.foreign.observe(hypothesis.logprob, heard, final=final)
+        if not s.foreign.observe(hypothesis.logprob, heard, final=final):
+            return False
+        if self.confirmer is None or s.foreign.other_language:
+            return True
+        start = max(s.utterance_start, s.audio_start) - s.audio_start
+        verdict = self.confirmer.is_other_language(s.audio[start : end - s.audio_start])
+        if verdict is False:  # hard speech in the model's own language: keep it
+            s.foreign.own_language = True
+            return False
+        s.foreign.other_language = verdict is True
+        return True
 
     def _trim(self, s: WhisperSession) -> None:
         settings = self.settings
