@@ -26,11 +26,9 @@ from captions.events import CaptionEvent
 from common.exceptions import StoreRejectedError, StoreUnavailableError
 from meeting.migrations import POSTGRES_MIGRATIONS, Migration
 from meeting.store import (
-    DEFAULT_ORPHAN_AFTER_HOURS,
     SELECT_COLUMNS,
     TranscriptStore,
     caption_row,
-    purge_cutoffs,
     recent_events,
     transcript_events,
 )
@@ -177,23 +175,13 @@ class PostgresTranscriptStore(TranscriptStore):
             (room, now, int(bool(active)), None if active is None else int(active)),
         )
 
-    async def purge_expired(
-        self,
-        retention_hours: float,
-        *,
-        now: float | None = None,
-        orphan_after_hours: float = DEFAULT_ORPHAN_AFTER_HOURS,
-    ) -> list[str]:
-        cutoff, orphaned = purge_cutoffs(retention_hours, orphan_after_hours, now)
+    async def _expired_rooms(self, cutoff: float, orphaned: float) -> list[str]:
         rows = await self._fetch(
             "SELECT room FROM rooms WHERE last_activity < %s"
             " AND (active = 0 OR last_activity < %s) ORDER BY room",
             (cutoff, orphaned),
         )
-        rooms = [str(r) for (r,) in rows]
-        for room in rooms:
-            await self.delete(room)
-        return rooms
+        return [str(r) for (r,) in rows]
 
     async def schema_version(self) -> int:
         rows = await self._fetch("SELECT MAX(version) FROM schema_version")

@@ -90,7 +90,6 @@ class TranscriptStore(ABC):
     ) -> None:
         """Records activity in ``room`` (and whether participants are present, if known)."""
 
-    @abstractmethod
     async def purge_expired(
         self,
         retention_hours: float,
@@ -98,7 +97,17 @@ class TranscriptStore(ABC):
         now: float | None = None,
         orphan_after_hours: float = DEFAULT_ORPHAN_AFTER_HOURS,
     ) -> list[str]:
-        """Deletes transcripts of rooms that ended more than ``retention_hours`` ago."""
+        """Deletes transcripts of rooms that ended more than ``retention_hours`` ago (or
+        whose node died: no activity for ``orphan_after_hours``); returns those rooms."""
+        cutoff, orphaned = purge_cutoffs(retention_hours, orphan_after_hours, now)
+        rooms = await self._expired_rooms(cutoff, orphaned)
+        for room in rooms:
+            await self.delete(room)
+        return rooms
+
+    @abstractmethod
+    async def _expired_rooms(self, cutoff: float, orphaned: float) -> list[str]:
+        """Rooms ended before ``cutoff``, or silent since ``orphaned``, sorted."""
 
     @abstractmethod
     async def schema_version(self) -> int:
@@ -227,15 +236,8 @@ class SqliteTranscriptStore(TranscriptStore):
             (room, now, int(bool(active)), None if active is None else int(active)),
         )
 
-    async def purge_expired(
-        self,
-        retention_hours: float,
-        *,
-        now: float | None = None,
-        orphan_after_hours: float = DEFAULT_ORPHAN_AFTER_HOURS,
-    ) -> list[str]:
-        cutoff, orphaned = purge_cutoffs(retention_hours, orphan_after_hours, now)
-        rooms = [
+    async def _expired_rooms(self, cutoff: float, orphaned: float) -> list[str]:
+        return [
             r
             for (r,) in self._run(
                 "SELECT room FROM rooms WHERE last_activity < ?"
@@ -243,9 +245,6 @@ class SqliteTranscriptStore(TranscriptStore):
                 (cutoff, orphaned),
             )
         ]
-        for room in rooms:
-            await self.delete(room)
-        return rooms
 
     async def schema_version(self) -> int:
         (version,) = self._run("SELECT MAX(version) FROM schema_version").fetchone()
