@@ -84,6 +84,10 @@ class Sidecar:
                     continue
                 backoff.reset()  # joined: a later drop starts again from the shortest wait
                 try:
+                    if self._stop.is_set():
+                        # stop() came while we were joining, saw no client to leave,
+                        # and no event may ever arrive to end _follow: leave now.
+                        break
                     await self._follow(self._client)
                 finally:
                     await self._client.close()  # bounded, even when we are cancelled

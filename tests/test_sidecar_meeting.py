@@ -309,3 +309,25 @@ async def test_transcript_survives_sidecar_and_server_restarts(
         starts = [e["words"][0]["start"] for e in events]
         assert starts == sorted(starts) and starts[0] == 0.0
     await stop_server()
+
+
+async def test_a_stop_during_the_join_ends_the_run(
+    tmp_path: Path, closers: Closers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM may arrive while the sidecar is still joining (no client to leave yet)."""
+    meeting = await start_meeting(tmp_path, ScriptedEngine(), embedded_sidecar=False)
+    closers.append(meeting.stop)
+    runner = EngineRunner(ScriptedEngine())
+    closers.append(runner.aclose)
+    sidecar = Sidecar(meeting.base_url, mint_token(SECRET, Grants.captioner_for(ROOM)), runner)
+    real_connect = SfuClient.connect
+
+    async def connect_then_stop(url: str, token: str, **kw: Any) -> SfuClient:
+        client = await real_connect(url, token, **kw)
+        await sidecar.stop()  # the stop lands just before the join returns
+        return client
+
+    monkeypatch.setattr(SfuClient, "connect", connect_then_stop)
+    # An empty room sends no events, so only the stop itself can end the run.
+    await asyncio.wait_for(sidecar.run(), WAIT_SECONDS)
+    await until(lambda: not meeting.hub.state(ROOM).captioner, what="the captioner left")
