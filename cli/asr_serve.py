@@ -8,15 +8,23 @@ printed at start, so the server is never open.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
 
 from aiohttp import web
 
 from captions.asr_server import ASR_STREAMING_PATH, AsrServerLimits, create_asr_app
 from captions.engines import create_engine
-from cli.common import add_engine_arguments, add_metrics_token_argument, engine_options
+from cli.common import (
+    add_connection_limit_arguments,
+    add_engine_arguments,
+    add_metrics_token_argument,
+    engine_options,
+)
+from cli.serve import on_stop_signals
 from common.exceptions import ConfigError
 from meeting.ops import add_asr_ops_routes
+from sfu.connections import ConnectionGuard, ConnectionLimits, GuardedTCPSite
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="streams one API key may hold at once (default: all of the engine's)",
     )
+    add_connection_limit_arguments(parser)
     add_metrics_token_argument(parser)
     add_engine_arguments(parser)
     parser.set_defaults(func=run)
@@ -56,15 +65,40 @@ def run(args: argparse.Namespace) -> int:
     app = create_asr_app(engine, keys, limits=limits)
     add_asr_ops_routes(app, metrics_token=args.metrics_token)
     url = f"ws://{args.host}:{args.port}{ASR_STREAMING_PATH}"
-    print(
-        f"serving {url} with engine {engine.info.name} ({engine.info.model or 'default'})",
-        flush=True,
-    )
-    try:
-        web.run_app(app, host=args.host, port=args.port, print=None)
-    except OSError as exc:  # a busy port is the usual cause: say so, not a traceback
-        raise ConfigError(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
-            "(is another server running there? choose --port)"
-        ) from exc
+    banner = f"serving {url} with engine {engine.info.name} ({engine.info.model or 'default'})"
+    asyncio.run(serve(app, args.host, args.port, connection_limits(args), banner=banner))
     return 0
+
+
+def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    given = {
+        "max_total": args.max_connections,
+        "max_per_address": args.max_connections_per_address,
+        "header_timeout_seconds": args.header_timeout,
+    }
+    return ConnectionLimits(**{name: value for name, value in given.items() if value is not None})
+
+
+async def serve(
+    app: web.Application, host: str, port: int, limits: ConnectionLimits, *, banner: str
+) -> None:
+    """Serves ``app`` until Ctrl-C or SIGTERM, printing ``banner`` once it listens; every
+    connection counted and timed as ``captions serve`` does (sfu.connections: 503 over
+    the total, 429 per address, 408 without a request head in time)."""
+    stop = asyncio.Event()
+    on_stop_signals(stop.set)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = GuardedTCPSite(runner, host, port, guard=ConnectionGuard(limits))
+        try:
+            await site.start()
+        except OSError as exc:  # a busy port is the usual cause: say so, not a traceback
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                "(is another server running there? choose --port)"
+            ) from exc
+        print(banner, flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # closes the streams and the engine (the app's cleanup)

@@ -18,6 +18,26 @@ def add_metrics_token_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_connection_limit_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The bounds on TCP connections (``sfu.connections``); unset means the default."""
+    limits = parser.add_argument_group("limits (see docs/security.md)")
+    limits.add_argument(
+        "--max-connections", type=int, help="open connections in all (default: 2048; then 503)"
+    )
+    limits.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        help="open connections from one IP address (default: 256; then 429)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time to send a request head (default: 10; then 408)",
+    )
+    return limits
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine")
     group.add_argument(

@@ -22,7 +22,12 @@ from typing import Any
 from captions.asr_server import ASR_STREAMING_PATH
 from captions.engines import create_engine
 from captions.runtime import EngineRunner
-from cli.common import add_engine_arguments, add_metrics_token_argument, engine_options
+from cli.common import (
+    add_connection_limit_arguments,
+    add_engine_arguments,
+    add_metrics_token_argument,
+    engine_options,
+)
 from meeting.app import Meeting
 from sfu.settings import Settings
 
@@ -83,21 +88,7 @@ def register(subparsers: Any) -> None:
         metavar="KEY",
         help="also serve Kyutai's /api/asr-streaming with this API key (repeatable)",
     )
-    limits = parser.add_argument_group("limits (see docs/security.md)")
-    limits.add_argument(
-        "--max-connections", type=int, help="open connections in all (default: 2048; then 503)"
-    )
-    limits.add_argument(
-        "--max-connections-per-address",
-        type=int,
-        help="open connections from one IP address (default: 256; then 429)",
-    )
-    limits.add_argument(
-        "--header-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="time to send a request head (default: 10; then 408)",
-    )
+    limits = add_connection_limit_arguments(parser)
     limits.add_argument(
         "--max-participants-per-room",
         type=int,

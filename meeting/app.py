@@ -42,7 +42,7 @@ from meeting.page import add_page_routes
 from meeting.placement import Placement
 from meeting.sidecar import Sidecar
 from meeting.store import SQLITE_FILE, open_store
-from sfu.connections import ConnectionGuard, ConnectionLimits, GuardedTCPSite
+from sfu.connections import ConnectionGuard, GuardedTCPSite
 from sfu.room import Room
 from sfu.server import SFU, create_app
 from sfu.settings import Settings, SettingsError
@@ -141,13 +141,7 @@ class Meeting:
         await self.store.open()
         self._web = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._web.setup()
-        self.connections = ConnectionGuard(
-            ConnectionLimits(
-                max_total=self.settings.max_connections,
-                max_per_address=self.settings.max_connections_per_address,
-                header_timeout_seconds=self.settings.header_timeout_seconds,
-            )
-        )
+        self.connections = ConnectionGuard(self.settings.connection_limits())
         public = GuardedTCPSite(
             self._web,
             self.settings.host,

@@ -26,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
+from common.exceptions import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +40,12 @@ class ConnectionLimits:
     behind one NAT address holds many participants)."""
     header_timeout_seconds: float = 10.0
     """Time to send a complete request head."""
+
+    def __post_init__(self) -> None:
+        if min(self.max_total, self.max_per_address) < 1:
+            raise ConfigError("connection limits must be at least 1")
+        if not self.header_timeout_seconds > 0:
+            raise ConfigError("the header timeout must be positive")
 
 
 def _refusal(status: str) -> bytes:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common.exceptions import ConfigError
+from sfu.connections import ConnectionLimits
 from sfu.signalling import JOIN_TIMEOUT_SECONDS
 
 ENV_DATA_DIR = "CAPTIONS_DATA_DIR"
@@ -85,15 +86,19 @@ class Settings:
         settings.validate()
         return settings
 
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(
+            max_total=self.max_connections,
+            max_per_address=self.max_connections_per_address,
+            header_timeout_seconds=self.header_timeout_seconds,
+        )
+
     def validate(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("--tls-cert and --tls-key go together")
         if self.tls_self_signed and self.tls_cert is not None:
             raise SettingsError("use either --tls-self-signed or --tls-cert/--tls-key")
-        if min(self.max_connections, self.max_connections_per_address) < 1:
-            raise SettingsError("connection limits must be at least 1")
-        if not self.header_timeout_seconds > 0:
-            raise SettingsError("the header timeout must be positive")
+        self.connection_limits()  # raises on a limit below 1 or a timeout not positive
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port {self.port} is out of range")
         if self.secret_override is not None and len(self.secret_override) < MIN_SECRET_CHARS:
