@@ -115,6 +115,15 @@ def test_streaming_invariants_on_real_output(engine: WhisperEngine) -> None:
     assert second.words[0].start >= first_end + 0.5
 
 
+def test_first_word_starts_with_the_voice_not_with_the_pre_roll(engine: WhisperEngine) -> None:
+    """The alignment dates the first word from the start of the decoded audio, which
+    includes the pre-roll: the cue began ~0.4 s before the voice (--split-channels)."""
+    pcm = load_audio(speech_with_pauses([3.0, MEETING, 1.0]))
+    voice = np.flatnonzero(np.abs(pcm) > 0.02)[0] / RATE  # the synthesizer's silence is clean
+    first = next(e for e in run(engine, pcm) if e.kind == "final").words[0]
+    assert voice - 0.15 <= first.start <= voice + 0.3, (first, voice)
+
+
 def test_close_flushes_last_words_as_final(engine: WhisperEngine) -> None:
     # No trailing silence: only the close can end the utterance.
     pcm = load_audio(synthesize(WEATHER))

@@ -11,6 +11,7 @@ from captions.engines.whisper.text import (
     cut_unheard,
     is_silent,
     merge_punctuation,
+    not_before,
 )
 from captions.events import Word
 
@@ -113,3 +114,19 @@ def test_cuts_only_ever_shorten_to_a_prefix(texts_: list[str], silent: list[bool
     for cut in (cut_loop, cut_echo, cut_repetition, cut_unheard):
         out = cut(ws)
         assert out == ws[: len(out)]
+
+
+@given(
+    st.lists(st.tuples(st.floats(0, 5), st.floats(0, 2)), max_size=8),
+    st.floats(0, 6),
+)
+def test_not_before_moves_only_starts_and_never_past_a_word_end(
+    spans: list[tuple[float, float]], onset: float
+) -> None:
+    given_words = [Word(f"w{i}", start, start + length) for i, (start, length) in enumerate(spans)]
+    moved = not_before(given_words, onset)
+    assert [(w.text, w.end, w.final) for w in moved] == [
+        (w.text, w.end, w.final) for w in given_words
+    ]
+    for before, after in zip(given_words, moved, strict=True):
+        assert after.start == max(before.start, min(onset, before.end))

@@ -38,6 +38,9 @@ class WhisperSession(Session):
     """Absolute sample where the utterance's recognition buffer begins."""
     utterance_start: int = 0
     """Absolute sample where the utterance (its first buffer) began."""
+    speech_onset: float = 0.0
+    """Stream time (s) where the VAD heard the open utterance's voice begin, less a
+    margin: no word of it starts earlier (the pre-roll before it is silence)."""
     transcribed_to: int = 0
     closed_to: int = 0
     """Absolute sample where the latest utterance closed: its audio is transcribed and

@@ -46,6 +46,17 @@ def merge_punctuation(aligned: Sequence[Mapping[str, Any]], base: float) -> list
     return words
 
 
+def not_before(words: list[Word], onset: float) -> list[Word]:
+    """Words starting no earlier than ``onset`` (a word that would end before it ends there).
+
+    The cross-attention alignment puts the first word's start at the start of the
+    decoded audio, i.e. at the pre-roll's start, up to half a second before the voice:
+    a caption cue then began before anyone spoke."""
+    return [
+        w if w.start >= onset else Word(w.text, min(onset, w.end), w.end, w.final) for w in words
+    ]
+
+
 def is_silent(words: Sequence[Word]) -> bool:
     """Every word has no audio of its own (see :data:`SILENT_WORD_SECONDS`)."""
     return all(w.end - w.start < SILENT_WORD_SECONDS for w in words)

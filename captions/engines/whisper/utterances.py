@@ -13,14 +13,21 @@ length stay bounded.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from captions.costs import StepCosts
+from captions.engines.whisper import text
 from captions.engines.whisper.batching import BatchTranscriber
 from captions.engines.whisper.language import LanguageConfirmer
 from captions.engines.whisper.session import Hypothesis, WhisperSession
 from captions.engines.whisper.settings import WhisperSettings
 from captions.vad import SAMPLE_RATE, SpeechChange
+
+# Silero's gate opens on the first 32 ms frame it is sure of; soft onsets (an "s", an
+# "h") come a little before it.
+ONSET_MARGIN_SECONDS = 0.1
 
 
 def samples(seconds: float) -> int:
@@ -79,6 +86,8 @@ class Utterances:
                 change.sample - samples(self.settings.pre_roll_seconds),
             )
             s.transcribed_to = s.utterance_start = s.buffer_start
+            onset = change.sample - samples(ONSET_MARGIN_SECONDS)
+            s.speech_onset = max(s.buffer_start, onset) / SAMPLE_RATE
             s.utterance_language = None
             s.foreign.reset()
         elif change.kind == "end" and s.active:
@@ -89,6 +98,7 @@ class Utterances:
     def update(self, s: WhisperSession, hypothesis: Hypothesis) -> None:
         """A new hypothesis of the open utterance's buffer; LocalAgreement decides what is final."""
         s.transcribed_to = s.position
+        hypothesis = replace(hypothesis, words=text.not_before(hypothesis.words, s.speech_onset))
         if hypothesis.words and hypothesis.language:
             s.track.language = hypothesis.language
         if self._sounds_foreign(s, hypothesis, s.position):
@@ -178,6 +188,9 @@ class Utterances:
                 hypothesis = self.transcriber.transcribe(
                     s, s.buffer_start, end, beam_size=self.settings.final_beam_size, phase="final "
                 )
+            hypothesis = replace(
+                hypothesis, words=text.not_before(hypothesis.words, s.speech_onset)
+            )
             if self._sounds_foreign(s, hypothesis, end, final=True):
                 s.track.mark_unsupported_language()
                 foreign = True
