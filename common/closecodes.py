@@ -4,7 +4,7 @@
 The SFU and the meeting layer both import this leaf module; the meeting page gets the
 same values from ``meeting/static/closecodes.js``, which a test checks against this enum
 (``tests/test_captions_protocol.py``). Codes 4xxx mirror HTTP statuses where they can
-(4401 unauthorized, 4403 forbidden, 4408 timeout, 4409 conflict, 4429 too many).
+(4401 unauthorized, 4403 forbidden, 4408 timeout, 4409 conflict, 4410 gone, 4429 too many).
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # the server is stopping
     POLICY_VIOLATION = 1008  # the peer does not read what it is sent
     TOO_BIG = 1009  # a frame over the size limit
-    MEDIA_FAILED = 4000  # the page gives up a connection whose media failed, and rejoins
+    MEDIA_FAILED = 4000  # a client (page, SfuClient) gives up a connection whose media failed
     TOO_SLOW = 4008  # /captions: the reader left too many finals unread
     PROTOCOL = 4400
     UNAUTHORIZED = 4401  # token_missing, token_invalid, token_expired
     FORBIDDEN = 4403  # wrong_room, forbidden
     TIMEOUT = 4408  # no join (signalling) or auth (/captions) message in time
     REPLACED = 4409  # the same identity joined again elsewhere
+    MEDIA_LOST = 4410  # the SFU saw this participant's media connection fail: it left; rejoin
     ROOM_FULL = 4429
 
 

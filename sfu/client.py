@@ -23,7 +23,16 @@ Usage::
 Events (``ClientEvent.type``): ``participant_joined``, ``participant_left``,
 ``participant_updated`` (mute/publish changes), ``track`` (a new remote track: ``participant``,
 ``track``), ``track_ended``, ``error`` (``data`` has ``code`` and ``message``),
-``closed`` (the server closed the socket; ``data["code"]`` is the close code).
+``closed`` (the last event: ``data["code"]`` is the close code, ``data["reason"]`` why).
+
+The client is gone once either of its peer connections dies, as on the page: it emits
+``closed`` (code ``MEDIA_FAILED``, reason ``"publisher connection failed"`` or
+``"... closed"``) and closes its socket with that code, so the SFU drops it at once.
+A connection ``failed`` ends the client at once. One that aiortc ``closed`` by itself
+(its DTLS transport ended: the SFU closed it, or aioice ended the link after about 30 s
+of unanswered consent checks) first gives the socket :data:`MEDIA_CLOSED_GRACE` seconds
+to bring the SFU's own close (``MEDIA_LOST`` when the SFU saw the failure first).
+Consumers rejoin on ``closed``.
 
 Remote participants are in :attr:`SfuClient.participants` (identity ->
 :class:`RemoteParticipant` with ``identity``, ``name``, ``role``, ``audio_muted``,
@@ -53,6 +62,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from yarl import URL
 
 from common.aio import bounded, cancel_and_wait
+from common.closecodes import CloseCode
 from common.exceptions import AuthError, CaptionsError, ProtocolError
 from sfu.contrib.media import PacedPacketTrack
 from sfu.forwarding import EncodedFrameReceiver, EncodedTrack, receive_encoded
@@ -61,6 +71,14 @@ from sfu.signalling import encode, parse_server_message
 
 EVENT_QUEUE = 1000
 CLOSE_TIMEOUT = 5.0  # seconds for each step of close()
+MEDIA_CLOSED_GRACE = 2.0
+"""Seconds a peer connection closed by the SFU waits for the SFU's socket close."""
+_ENDS = (
+    aiohttp.WSMsgType.CLOSE,
+    aiohttp.WSMsgType.CLOSING,
+    aiohttp.WSMsgType.CLOSED,
+    aiohttp.WSMsgType.ERROR,
+)
 
 
 # ---------------------------------------------------------------- remote side
@@ -177,6 +195,9 @@ class SfuClient:
         self._event_ready = asyncio.Event()
         self._answer: asyncio.Future[str] | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._closing = False  # close() runs: our own peer-connection closes are no failure
+        self._ended = False  # the "closed" event was emitted
+        self._media_task: asyncio.Task[None] | None = None
         self._subscriber_lock = asyncio.Lock()
         self.offers_answered = 0
         self.dropped_events = 0
@@ -238,6 +259,7 @@ class SfuClient:
         """
         if self.publisher_pc is None:
             self.publisher_pc = new_peer_connection()
+            self._watch(self.publisher_pc, "publisher")
         pc = self.publisher_pc
         for kind, track in (("audio", audio), ("video", video)):
             if track is None:
@@ -322,6 +344,8 @@ class SfuClient:
     async def close(self) -> None:
         """Leaves the room (the server then tells the others) and releases everything."""
         # Every step is bounded: close() runs on stop paths, often in a cancelled task.
+        self._closing = True
+        await cancel_and_wait(self._media_task, timeout=CLOSE_TIMEOUT)
         await cancel_and_wait(self._reader, timeout=CLOSE_TIMEOUT)
         await self.leave()
         for track in self._tracks_by_mid.values():
@@ -363,8 +387,14 @@ class SfuClient:
         return participant
 
     async def _read(self) -> None:
+        reason = ""
         try:
-            async for frame in self._ws:
+            while True:
+                frame = await self._ws.receive()
+                if frame.type == aiohttp.WSMsgType.CLOSE:
+                    reason = str(frame.extra or "")
+                if frame.type in _ENDS:
+                    return
                 if frame.type != aiohttp.WSMsgType.TEXT:
                     continue
                 try:
@@ -373,10 +403,47 @@ class SfuClient:
                     continue
                 await self._handle(message)
         finally:
-            self.close_code = self._ws.close_code
-            for track in self._tracks_by_mid.values():
-                track.end()
-            self._emit(ClientEvent("closed", data={"code": self.close_code}))
+            self._end(self._ws.close_code, reason)
+
+    def _end(self, code: int | None, reason: str) -> None:
+        """Emits the last event, ``closed``, once; the remote tracks end."""
+        if self._ended:
+            return
+        self._ended = True
+        self.close_code = code
+        for track in self._tracks_by_mid.values():
+            track.end()
+        self._emit(ClientEvent("closed", data={"code": code, "reason": reason}))
+
+    # ------------------------------------------------------------ media state
+
+    def _watch(self, pc: RTCPeerConnection, name: str) -> None:
+        """Ends the client when ``pc`` dies (see the module doc)."""
+
+        def changed() -> None:
+            state = pc.connectionState
+            if state not in ("failed", "closed") or self._closing or self._media_task:
+                return
+            reason = f"{name} connection {state}"
+            self._media_task = asyncio.ensure_future(
+                self._media_died(reason, grace=MEDIA_CLOSED_GRACE if state == "closed" else 0)
+            )
+
+        pc.on("connectionstatechange", changed)
+
+    async def _media_died(self, reason: str, *, grace: float) -> None:
+        if grace and self._reader is not None:
+            # The SFU closed the connection: its socket close (and code) is on its way.
+            await asyncio.wait({self._reader}, timeout=grace)
+        if self._ended:
+            return
+        self._end(CloseCode.MEDIA_FAILED, reason)
+        # As the page does: tell the SFU at once rather than let it find out by itself.
+        await bounded(
+            self._ws.close(code=CloseCode.MEDIA_FAILED, message=reason.encode()[:120]),
+            timeout=CLOSE_TIMEOUT,
+            what="closing the socket of a client whose media failed",
+        )
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -407,6 +474,7 @@ class SfuClient:
             if self.subscriber_pc is None:
                 self.subscriber_pc = new_peer_connection()
                 self.subscriber_pc.on("track", self._new_remote_tracks.append)
+                self._watch(self.subscriber_pc, "subscriber")
             pc = self.subscriber_pc
             described = {t["mid"]: t for t in message.get("tracks", [])}
             new_receivers = self._new_remote_tracks

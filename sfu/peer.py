@@ -5,6 +5,15 @@ offers, the SFU answers); the *subscriber* connection sends everyone else's trac
 SFU offers, the client answers). Each has one offerer, so renegotiations never collide.
 Subscriber renegotiation is serialised: while an offer awaits its answer, further changes
 are merged into the next offer.
+
+Dead media (:meth:`Peer.watch`): when either connection goes to ``failed``, or to
+``closed`` without the SFU closing it, the peer reports it once through
+``on_media_lost`` and the server treats the participant as gone (``sfu/server.py``).
+aiortc closes a connection by itself once its DTLS transports end: when the remote end
+closed them, and when aioice ended the link after six unanswered consent checks (about
+30 s without answers; aiortc 1.16 then reports ``closed`` rather than ``failed``). There
+is no further grace: aiortc has no ``disconnected`` state, and a link that ended is past
+recovery.
 """
 
 from __future__ import annotations
@@ -95,6 +104,11 @@ class Peer:
         self.closed = False
         self.disconnect: Callable[[int, str], Awaitable[None]] | None = None
         """Closes this peer's signalling socket (set by the server)."""
+        self.on_media_lost: Callable[[str], None] | None = None
+        """Called once, with :attr:`media_lost`, when a media connection fails or closes
+        by itself (set by the server)."""
+        self.media_lost: str | None = None
+        """Why this peer's media died (``"publisher connection failed"``), once it did."""
 
     @property
     def identity(self) -> str:
@@ -126,6 +140,7 @@ class Peer:
         if self.publisher_pc is None:
             self.publisher_pc = new_peer_connection()
             self.publisher_pc.on("track", self._on_publisher_track)
+            self.watch(self.publisher_pc, "publisher")
         pc = self.publisher_pc
         check_session_description(sdp)
         try:
@@ -177,6 +192,22 @@ class Peer:
         if publication is not None:
             publication.muted = muted
 
+    # ------------------------------------------------------------ media state
+
+    def watch(self, pc: RTCPeerConnection, name: str) -> None:
+        """Reports ``pc``'s death (see the module doc) through :attr:`on_media_lost`."""
+
+        def changed() -> None:
+            state = pc.connectionState
+            if state not in ("failed", "closed") or self.closed or self.media_lost:
+                return  # our own close (``closed`` is set first) is no failure
+            self.media_lost = f"{name} connection {state}"
+            logger.info("%s: %s", self.identity, self.media_lost)
+            if self.on_media_lost is not None:
+                self.on_media_lost(self.media_lost)
+
+        pc.on("connectionstatechange", changed)
+
     # ------------------------------------------------------------ subscribing
 
     @property
@@ -193,6 +224,7 @@ class Peer:
             return
         if self.subscriber_pc is None:
             self.subscriber_pc = new_peer_connection()
+            self.watch(self.subscriber_pc, "subscriber")
         track = publication.subscribe(self.identity)
         transceiver = self.subscriber_pc.addTransceiver(track, direction="sendonly")
         if publication.mime_type:

@@ -69,10 +69,11 @@ class SfuServer:
         self._sockets: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -251,6 +252,7 @@ class Connection:
         had_visible = any(not p.grants.hidden for p in room.peers.values())
         peer = Peer(grants, send=self.send)
         peer.disconnect = self.close
+        peer.on_media_lost = lambda reason: self.server.spawn(self._media_lost(peer, reason))
         try:
             replaced = room.add(peer)
         except RoomFullError:
@@ -287,6 +289,24 @@ class Connection:
         if replaced.disconnect is not None:
             await replaced.disconnect(CloseCode.REPLACED, "replaced")
 
+    async def _media_lost(self, peer: Peer, reason: str) -> None:
+        """A participant whose media died is gone, whatever its socket says.
+
+        Its socket is closed with ``MEDIA_LOST`` first (the close frame goes out before
+        its peer connections close, so the client learns why), then the peer is dropped
+        as on a leave: the others get ``participant_left``, forwarding stops, the peer
+        connections close. Bounded: a client too stuck to answer the close costs
+        ``CLOSE_TIMEOUT_SECONDS``; the close of its socket's own cleanup is then a no-op.
+        """
+        if self.peer is not peer:
+            return  # already left or replaced
+        await bounded(
+            self.close(CloseCode.MEDIA_LOST, reason),
+            timeout=CLOSE_TIMEOUT_SECONDS,
+            what="closing the socket of a participant whose media died",
+        )
+        await self.leave()
+
     async def _publish(self, peer: Peer, room: Room, message: Offer) -> None:
         if peer.grants.hidden or not peer.grants.can_publish:
             raise ForbiddenError("this token may not publish")
@@ -306,7 +326,12 @@ class Connection:
         peer, room = self.peer, self.room
         self.peer = self.room = None
         if peer is not None and room is not None:
-            await _drop_peer(self.server, peer, room, announce=True)
+            # The server's task, not the handler's: aiohttp may cancel a handler once its
+            # client's TCP connection goes (``handler_cancellation``), and an interrupted
+            # drop leaves a peer out of the room but never announced nor closed.
+            await asyncio.shield(
+                self.server.spawn(_drop_peer(self.server, peer, room, announce=True))
+            )
 
 
 async def _drop_peer(server: SfuServer, peer: Peer, room: Room, *, announce: bool) -> None:

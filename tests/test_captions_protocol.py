@@ -301,3 +301,9 @@ def test_the_page_has_the_same_close_codes_as_the_server() -> None:
     assert refused is not None
     names = set(re.findall(r"CloseCode\.([A-Z_]+)", refused.group(1)))
     assert names == {code.name for code in REFUSED}
+    # A failed media connection is transient: the page rejoins (connection.js reconnects
+    # on every close code outside FATAL).
+    fatal = re.search(r"export const FATAL = new Set\(\[(.*?)\]\)", source, re.S)
+    assert fatal is not None
+    fatal_names = set(re.findall(r"CloseCode\.([A-Z_]+)", fatal.group(1)))
+    assert fatal_names and not fatal_names & {"MEDIA_LOST", "MEDIA_FAILED"}

@@ -13,6 +13,7 @@ export const CloseCode = Object.freeze({
   FORBIDDEN: 4403,
   TIMEOUT: 4408,
   REPLACED: 4409,
+  MEDIA_LOST: 4410,
   ROOM_FULL: 4429,
 });
 
