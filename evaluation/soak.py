@@ -3,9 +3,10 @@
 Processes: ``captions serve --no-sidecar`` (SFU, captions API, store), one
 ``captions sidecar`` per room (the default Whisper engine), and this process: bot
 speakers publishing real speech (LibriSpeech test-other from ``../shared/eval``, each
-bot a different reader, utterances separated by pauses), a witness viewer per room that
-stays all along, and viewers that join and leave. Midway, one room's sidecar is killed
-(SIGKILL) and restarted.
+bot a different reader, utterances separated by pauses; a bot whose client closes, for
+instance because its media link died, joins again as the page and the sidecar do), a
+witness viewer per room that stays all along, and viewers that join and leave. Midway,
+one room's sidecar is killed (SIGKILL) and restarted.
 
 Every ``--sample-seconds`` it records the RSS and open file descriptors of every
 process; it records the arrival of every final at the witness viewers; at the end it
@@ -100,6 +101,7 @@ class Soak:
         self.samples: list[dict[str, Any]] = []
         self.arrivals: dict[tuple[str, str, int], float] = {}  # (room, speaker, utterance)
         self.viewer_sessions = 0
+        self.bot_closes = 0  # bot clients that closed (and rejoined) during the run
         self.events: list[dict[str, Any]] = []
         self.t0 = self.wall_t0 = 0.0
 
@@ -128,10 +130,6 @@ class Soak:
         raise RuntimeError("the server did not start")
 
     async def run(self) -> dict[str, Any]:
-        from sfu.client import SfuClient
-        from sfu.contrib.media import pcm_audio_track
-        from sfu.tokens import Grants, mint_token
-
         serve = ["serve", "--no-sidecar", "--port", str(self.port), "--data-dir"]
         self._spawn("server", self._cli(*serve, str(self.data_dir)))
         await self._wait_http()
@@ -140,13 +138,11 @@ class Soak:
         bots = []
         speech = [_speech(i, 90.0, self.args.pause) for i in range(self.args.bots)]
         for i in range(self.args.bots):
-            room = ROOMS[i % len(ROOMS)]
-            token = mint_token(SECRET, Grants.for_role(room, f"Bot {i}", "participant"))
-            bot = await SfuClient.connect(self.url, token)
             # A random phase, so that bots do not all speak at the same moments.
             pcm = np.roll(speech[i], random.Random(i).randrange(len(speech[i])))
-            await bot.publish(audio=pcm_audio_track(pcm, 48_000, loop=True))
-            bots.append(bot)
+            speaking = asyncio.Event()
+            bots.append(asyncio.create_task(self._bot(i, pcm, speaking)))
+            await asyncio.wait_for(speaking.wait(), 60.0)  # one after the other, as before
         self.t0, self.wall_t0 = time.monotonic(), time.time()
         self.events.append({"t": 0.0, "what": f"{len(bots)} bots speaking in {len(ROOMS)} rooms"})
         tasks = [asyncio.create_task(self._witness(room)) for room in ROOMS]
@@ -165,8 +161,9 @@ class Soak:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for bot in bots:
-            await bot.close()
+        for bot in bots:  # each leaves the room (its client's close is bounded)
+            bot.cancel()
+        await asyncio.gather(*bots, return_exceptions=True)
         await asyncio.sleep(10.0)  # the last finals reach the store
         for name, proc in self.procs.items():
             if name.startswith("sidecar"):
@@ -177,6 +174,41 @@ class Soak:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
         return self.report()
+
+    async def _bot(self, index: int, pcm: np.ndarray[Any, Any], speaking: asyncio.Event) -> None:
+        """One bot speaker. Like the product's clients (the page, the sidecar), it joins
+        again whenever its client closes (its media link died, the server restarted),
+        with capped backoff, and keeps its link (so its identity) across rejoins."""
+        from common.aio import Backoff
+        from common.exceptions import CaptionsError
+        from sfu.client import SfuClient
+        from sfu.contrib.media import pcm_audio_track
+        from sfu.tokens import Grants, mint_token
+
+        room = ROOMS[index % len(ROOMS)]
+        token = mint_token(SECRET, Grants.for_role(room, f"Bot {index}", "participant"))
+        backoff = Backoff(base=1.0, cap=10.0)
+        async for _ in backoff.attempts():
+            client: SfuClient | None = None
+            try:
+                client = await SfuClient.connect(self.url, token)
+                await client.publish(audio=pcm_audio_track(pcm, 48_000, loop=True))
+                backoff.reset()
+                if speaking.is_set():
+                    self._note(f"bot {index} rejoined")
+                speaking.set()
+                async for event in client.events():
+                    if event.type == "closed":
+                        self.bot_closes += 1
+                        self._note(f"bot {index} closed: {event.data}")
+            except (CaptionsError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                self._note(f"bot {index} could not join: {exc!r}"[:200])
+            finally:
+                if client is not None:
+                    await client.close()
+
+    def _note(self, what: str) -> None:
+        self.events.append({"t": round(time.monotonic() - self.t0, 1), "what": what})
 
     async def _witness(self, room: str) -> None:
         await self._view(room, None)
@@ -265,6 +297,7 @@ class Soak:
             "bots": self.args.bots,
             "rooms": len(ROOMS),
             "viewer_sessions_joined_and_left": self.viewer_sessions,
+            "bot_closes_then_rejoins": self.bot_closes,
             "events": self.events,
             "growth_min2_to_last": self._growth(),
             "latency_per_minute": latency,

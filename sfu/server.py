@@ -252,7 +252,11 @@ class Connection:
         had_visible = any(not p.grants.hidden for p in room.peers.values())
         peer = Peer(grants, send=self.send)
         peer.disconnect = self.close
-        peer.on_media_lost = lambda reason: self.server.spawn(self._media_lost(peer, reason))
+
+        def media_lost(reason: str) -> None:
+            self.server.spawn(self._media_lost(peer, reason))
+
+        peer.on_media_lost = media_lost
         try:
             replaced = room.add(peer)
         except RoomFullError:
