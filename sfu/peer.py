@@ -213,8 +213,9 @@ class Peer:
     @property
     def can_receive(self) -> bool:
         """False once this peer is closed, or once aiortc closed its subscriber connection
-        by itself (it does when the remote end closes every DTLS transport): a peer that
-        can no longer receive must not stop the others from publishing."""
+        by itself (it does when the remote end closes every DTLS transport; the server
+        then drops the peer, see :meth:`watch`): a peer that can no longer receive must
+        not stop the others from publishing meanwhile."""
         pc = self.subscriber_pc
         return not self.closed and (pc is None or pc.signalingState != "closed")
 

@@ -68,11 +68,22 @@ class SfuServer:
         """Called when the last visible participant has left a room."""
         self._sockets: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._drops: set[asyncio.Task[None]] = set()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
+
+    def drop(self, peer: Peer, room: Room) -> asyncio.Task[None]:
+        """Drops a participant that left, in a task of the server's, not of its socket's
+        handler: aiohttp may cancel a handler once its client's TCP connection goes
+        (``handler_cancellation``), and an interrupted drop would leave a peer out of the
+        room but never announced nor closed. :meth:`close` lets drops finish."""
+        task = self.spawn(_drop_peer(self, peer, room, announce=True))
+        self._drops.add(task)
+        task.add_done_callback(self._drops.discard)
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
@@ -91,6 +102,8 @@ class SfuServer:
                 for ws in list(self._sockets)
             )
         )
+        if self._drops:  # the peers just closed are leaving: let them close their media
+            await asyncio.wait(set(self._drops), timeout=2 * CLOSE_TIMEOUT_SECONDS)
         await asyncio.gather(
             *(cancel_and_wait(task, timeout=CLOSE_TIMEOUT_SECONDS) for task in list(self._tasks))
         )
@@ -330,12 +343,7 @@ class Connection:
         peer, room = self.peer, self.room
         self.peer = self.room = None
         if peer is not None and room is not None:
-            # The server's task, not the handler's: aiohttp may cancel a handler once its
-            # client's TCP connection goes (``handler_cancellation``), and an interrupted
-            # drop leaves a peer out of the room but never announced nor closed.
-            await asyncio.shield(
-                self.server.spawn(_drop_peer(self.server, peer, room, announce=True))
-            )
+            await asyncio.shield(self.server.drop(peer, room))
 
 
 async def _drop_peer(server: SfuServer, peer: Peer, room: Room, *, announce: bool) -> None:
