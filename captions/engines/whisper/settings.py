@@ -24,8 +24,10 @@ class WhisperSettings:
     """Agreed words ending this close to the audio's end are not final yet (may be cut)."""
     max_tentative_seconds: float = 1.5
     """A word this old (behind the audio's end) is finalised even without agreement."""
-    min_window_seconds: float = 2.5
-    """No word of an utterance is final before this much of it was heard..."""
+    min_window_seconds: float = 2.0
+    """No word of an utterance is final before this much of it was heard (2.5 before the
+    second round of issue 13: with looks every 0.5 s from 0.75 s, 2.5 waited for the look
+    at 2.8 s, 2.0 takes the one at 2.3 s)..."""
     early_agreement: int = 0
     """...unless this many consecutive hypotheses agree on it (0: never; else >= 3)."""
     final_beam_size: int = 4
@@ -65,8 +67,9 @@ class WhisperSettings:
     """The same, with the utterance's last look counted."""
     foreign_clear_nll: float = 0.9
     """No word is final until the looks average under this (clearly the model's language)."""
-    foreign_min_seconds: float = 2.0
-    """Looks at less of an utterance than this do not count (see language.py)."""
+    foreign_min_seconds: float = 1.5
+    """Looks at less of an utterance than this do not count (see language.py); 1.5 counts
+    the look at 1.8 s, so the judge's two looks are in by 2.3 s (2.0 waited for 2.8 s)."""
     foreign_confirm: int = 1
     """1: before withholding, the pinned multilingual model (if installed) must identify
     another language; hard English is kept. 0: the log-probability verdict alone."""
