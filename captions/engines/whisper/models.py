@@ -63,9 +63,6 @@ BASE_SETTINGS: dict[str, float] = {
     "min_window_seconds": 2.0,
     # Measured with the class default of its time; tiny.en's moved to 1.5 s (issue 13).
     "max_tentative_seconds": 2.0,
-    # Likewise tiny.en's first-commit window moved to 2 s (issue 13, second round);
-    # base has no foreign-speech judge, and 2.5 s is what its French figures used.
-    "min_window_seconds": 2.5,
 }
 """Whisper base's own streaming defaults (measured on the French sets)."""
 
