@@ -24,7 +24,10 @@ attribution is exact. Events go to a :class:`CaptionSink` (the acked publisher,
 
 Word times stay on the wall clock across the audio that is not pushed: each stream keeps
 anchors (stream time, wall time) taken whenever audio resumes after a gap, and every
-published event carries ``stream_started_at`` for its words.
+published event carries ``stream_started_at`` for its words. The anchor is the one of
+the event's utterance start: the silence's flush ends the utterance before the gap, so
+no utterance spans one (unless the engine is more than the whole gap behind, when the
+flush and the next audio reach it in one step and the later words are dated too early).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ model's language identification must confirm another language first."""
 from __future__ import annotations
 
 import jiwer
+import numpy as np
 import pytest
 
 from captions.audio import load_audio
@@ -41,7 +42,31 @@ def test_the_confirmer_tells_english_from_french() -> None:
     assert confirmer.is_other_language(french) is not False
 
 
-@pytest.mark.parametrize(("confirm", "kept"), [("1", True), ("0", False)])
+class FakeIdentifier:
+    def __init__(self, language: str, probability: float) -> None:
+        self.answer = (language, probability, [])
+
+    def detect_language(self, audio: object) -> tuple[str, float, list[object]]:
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("top", "probability", "keep_unsure", "verdict"),
+    [
+        ("en", 0.3, False, False),  # the model's own language, however unsure
+        ("fr", 0.9, False, True),
+        ("fr", 0.9, True, True),  # surely another language: withheld either way
+        ("ru", 0.22, False, None),  # unsure: undecided (the log-probability verdict stands)
+        ("ru", 0.22, True, False),  # unsure: kept (hard English; foreign_confirm=2)
+    ],
+)
+def test_confirmer_verdicts(top: str, probability: float, keep_unsure: bool, verdict: bool) -> None:
+    confirmer = LanguageConfirmer(keep_unsure=keep_unsure)
+    confirmer._model = FakeIdentifier(top, probability)
+    assert confirmer.is_other_language(np.ones(16_000, np.float32)) is verdict
+
+
+@pytest.mark.parametrize(("confirm", "kept"), [("2", True), ("1", True), ("0", False)])
 def test_english_judged_foreign_by_log_probability_is_kept_once_confirmed_english(
     confirm: str, kept: bool
 ) -> None:

@@ -78,7 +78,7 @@ class WhisperEngine(Engine):
             self.decoder, workers=self.settings.workers, max_batch=self.settings.max_batch
         )
         confirmer = (
-            LanguageConfirmer()
+            LanguageConfirmer(keep_unsure=self.settings.foreign_confirm >= 2)
             if self.settings.detect_foreign
             and self.settings.foreign_confirm
             and not self.decoder.multilingual

@@ -123,9 +123,14 @@ class LanguageConfirmer:
     stands alone. Runs only when that verdict is "foreign" (rare on English).
     """
 
-    def __init__(self, language: str = "en", *, min_probability: float = 0.5) -> None:
+    def __init__(
+        self, language: str = "en", *, min_probability: float = 0.5, keep_unsure: bool = False
+    ) -> None:
         self.language = language
         self.min_probability = min_probability
+        self.keep_unsure = keep_unsure
+        """Speech whose top language is another one, but below ``min_probability``, counts
+        as the model's own (False) rather than as undecided (None)."""
         self._model: Any = None
         self._unavailable = False
         self._lock = threading.Lock()
@@ -149,11 +154,14 @@ class LanguageConfirmer:
 
     def is_other_language(self, audio: npt.NDArray[np.float32]) -> bool | None:
         """True if ``audio`` (16 kHz mono) is surely another language than the model's,
-        False if it is the model's own, None if that cannot be told."""
+        False if it is the model's own (or unsure, with ``keep_unsure``), None if that
+        cannot be told."""
         model = self._load()
         if model is None or audio.size == 0:
             return None
         top, probability, _ = model.detect_language(audio)
         if top == self.language:
             return False
-        return True if probability >= self.min_probability else None
+        if probability >= self.min_probability:
+            return True
+        return False if self.keep_unsure else None

@@ -70,9 +70,10 @@ class WhisperSettings:
     foreign_min_seconds: float = 1.5
     """Looks at less of an utterance than this do not count (see language.py); 1.5 counts
     the look at 1.8 s, so the judge's two looks are in by 2.3 s (2.0 waited for 2.8 s)."""
-    foreign_confirm: int = 1
+    foreign_confirm: int = 2
     """1: before withholding, the pinned multilingual model (if installed) must identify
-    another language; hard English is kept. 0: the log-probability verdict alone."""
+    another language; hard English is kept. 2: the same, and speech it is unsure of (top
+    language not English, below 0.5) is kept too. 0: the log-probability verdict alone."""
     vad_threshold: float = 0.5
     # Hypotheses that look like Whisper's hallucinations on non-speech are dropped.
     no_speech_threshold: float = 0.6
