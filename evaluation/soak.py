@@ -100,6 +100,9 @@ class Soak:
         self.started_at: dict[str, float] = {}
         self.samples: list[dict[str, Any]] = []
         self.arrivals: dict[tuple[str, str, int], float] = {}  # (room, speaker, utterance)
+        # Finals without words (an utterance withheld as another language) are shown as a
+        # notice and have nothing to store: counted apart, not as losses.
+        self.wordless_finals: set[tuple[str, str, int]] = set()
         self.viewer_sessions = 0
         self.bot_closes = 0  # bot clients that closed (and rejoined) during the run
         self.events: list[dict[str, Any]] = []
@@ -246,7 +249,10 @@ class Soak:
                             data = json.loads(msg.data)
                             if seconds is None and data.get("kind") == "final":
                                 key = (room, data["speaker"], int(data["utterance"]))
-                                self.arrivals.setdefault(key, time.time())
+                                if data.get("words"):
+                                    self.arrivals.setdefault(key, time.time())
+                                else:
+                                    self.wordless_finals.add(key)
                 except TimeoutError:
                     return
                 except aiohttp.ClientError:
@@ -302,6 +308,7 @@ class Soak:
             "growth_min2_to_last": self._growth(),
             "latency_per_minute": latency,
             "finals_seen_live": len(self.arrivals),
+            "wordless_finals_seen": len(self.wordless_finals),
             "finals_stored": len(stored),
             "finals_seen_but_not_stored": [list(k) for k in seen_not_stored],
             "load1_mean": round(float(np.mean([s["load1"] for s in self.samples])), 2),
