@@ -3,6 +3,8 @@ model's language identification must confirm another language first."""
 
 from __future__ import annotations
 
+import time
+
 import jiwer
 import numpy as np
 import pytest
@@ -87,3 +89,18 @@ def test_english_judged_foreign_by_log_probability_is_kept_once_confirmed_englis
     else:
         assert any(e.flags.get("unsupported_language") for e in finals)
         assert len(text.split()) <= 3
+
+
+def test_the_confirmer_is_loaded_with_the_engine_not_mid_meeting() -> None:
+    """Its memory comes with the start, and no speaker's step waits for it to load."""
+    require_base()
+    engine = load(EngineOptions())
+    try:
+        confirmer = engine.utterances.confirmer
+        assert confirmer is not None
+        deadline = time.monotonic() + 60
+        while confirmer._model is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert confirmer._model is not None  # without any foreign speech heard
+    finally:
+        engine.close()

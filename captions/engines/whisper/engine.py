@@ -84,6 +84,8 @@ class WhisperEngine(Engine):
             and not self.decoder.multilingual
             else None
         )
+        # Loaded now, in the background: see LanguageConfirmer.preload.
+        self._preload = confirmer.preload() if confirmer is not None else None
         self.utterances = Utterances(self.settings, self.transcriber, self.costs, confirmer)
         self.active_sessions = 0
         self.info = EngineInfo(
@@ -157,6 +159,9 @@ class WhisperEngine(Engine):
 
     def close(self) -> None:
         self.transcriber.close()
+        if self._preload is not None:
+            # A native load still running while the interpreter exits can crash it.
+            self._preload.join(timeout=60)
 
     def step(self, sessions: Sequence[Session]) -> None:
         """Serves the ready sessions in turn; their periodic re-transcriptions run as
