@@ -15,8 +15,7 @@ from evaluation.services import RedisServer
 from meeting.directory import NodeLoad, RoomDirectory
 from tests.conftest import require_services
 
-# A node is live for TTL after its last heartbeat: 6 heartbeats of slack, since a loaded
-# 2-core CI machine stalled one long enough to drop a node for part of a burst ([4, 2]).
+# A node is live for TTL after its last heartbeat: 6 heartbeats of slack for a loaded machine.
 HEARTBEAT, TTL = 0.2, 1.2
 
 
@@ -63,10 +62,13 @@ async def test_rooms_go_to_the_least_loaded_node_and_stay(
     # Concurrent first joins of one room agree on one node.
     placed = await asyncio.gather(*(nodes[n].place("r3") for n in ("a", "b", "a", "b")))
     assert len({p.id for p in placed}) == 1
-    # Rooms placed at the same moment spread (the count is taken inside Redis).
+    # Rooms placed at the same moment spread (the count is taken inside Redis): every
+    # placement goes to a node with the fewest rooms, so the totals stay within one. (The
+    # burst alone need not split 3/3: from 2/1, a tie may go either way and 4/2 is right.)
     burst = await asyncio.gather(*(a.place(f"burst{i}") for i in range(6)))
-    counts = [sum(1 for p in burst if p.id == n) for n in ("a", "b")]
-    assert sorted(counts) == [3, 3], counts
+    assert {p.id for p in burst} == {"a", "b"}
+    placed = {n.id: n.placed for n in await a.nodes()}
+    assert sum(placed.values()) == 9 and max(placed.values()) - min(placed.values()) <= 1, placed
 
 
 async def test_a_dead_nodes_rooms_move_and_a_draining_node_gets_none(
