@@ -66,7 +66,7 @@ from common.closecodes import CloseCode
 from common.exceptions import AuthError, CaptionsError, ProtocolError
 from sfu.contrib.media import PacedPacketTrack
 from sfu.forwarding import EncodedFrameReceiver, EncodedTrack, receive_encoded
-from sfu.peer import new_peer_connection, offer_loopback_candidates
+from sfu.peer import new_peer_connection, offer_loopback_candidates, on_connection_death
 from sfu.signalling import encode, parse_server_message
 
 EVENT_QUEUE = 1000
@@ -420,16 +420,15 @@ class SfuClient:
     def _watch(self, pc: RTCPeerConnection, name: str) -> None:
         """Ends the client when ``pc`` dies (see the module doc)."""
 
-        def changed() -> None:
-            state = pc.connectionState
-            if state not in ("failed", "closed") or self._closing or self._media_task:
+        def died(state: str) -> None:
+            if self._closing or self._media_task:
                 return
             reason = f"{name} connection {state}"
             self._media_task = asyncio.ensure_future(
                 self._media_died(reason, grace=MEDIA_CLOSED_GRACE if state == "closed" else 0)
             )
 
-        pc.on("connectionstatechange", changed)
+        on_connection_death(pc, died)
 
     async def _media_died(self, reason: str, *, grace: float) -> None:
         if grace and self._reader is not None:

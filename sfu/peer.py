@@ -56,6 +56,17 @@ class Subscription:
     active: bool = True
 
 
+def on_connection_death(pc: RTCPeerConnection, died: Callable[[str], None]) -> None:
+    """Calls ``died(state)`` whenever ``pc`` goes to ``failed`` or ``closed`` (the SFU's
+    peers and the client both treat either as a dead link, see the module doc)."""
+
+    def changed() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            died(pc.connectionState)
+
+    pc.on("connectionstatechange", changed)
+
+
 def new_peer_connection() -> RTCPeerConnection:
     """A peer connection that talks to nobody but its peer.
 
@@ -197,16 +208,15 @@ class Peer:
     def watch(self, pc: RTCPeerConnection, name: str) -> None:
         """Reports ``pc``'s death (see the module doc) through :attr:`on_media_lost`."""
 
-        def changed() -> None:
-            state = pc.connectionState
-            if state not in ("failed", "closed") or self.closed or self.media_lost:
+        def died(state: str) -> None:
+            if self.closed or self.media_lost:
                 return  # our own close (``closed`` is set first) is no failure
             self.media_lost = f"{name} connection {state}"
             logger.info("%s: %s", self.identity, self.media_lost)
             if self.on_media_lost is not None:
                 self.on_media_lost(self.media_lost)
 
-        pc.on("connectionstatechange", changed)
+        on_connection_death(pc, died)
 
     # ------------------------------------------------------------ subscribing
 
