@@ -549,8 +549,11 @@ def talkers(n: int) -> list[dict[str, Any]]:
     ]
 
 
+VIEWPORTS = pytest.mark.parametrize("viewport", [(390, 844), (1280, 720)], ids=["phone", "desktop"])
+
+
 @pytest.mark.parametrize("speakers", [2, 3])
-@pytest.mark.parametrize("viewport", [(390, 844), (1280, 720)], ids=["phone", "desktop"])
+@VIEWPORTS
 def test_reading_time_with_speakers_talking_over_each_other(
     page: Any, viewport: tuple[int, int], speakers: int
 ) -> None:
@@ -630,3 +633,57 @@ def test_page_state_changes_only_through_the_store(page: Any) -> None:
         [["micMuted"], False],
     ]
     assert seen["everOpen"] is True and seen["before"] is True and seen["languages"] == []
+
+
+TOOLBAR = """async () => {
+  const { t } = await import('/static/i18n.js');
+  // The meeting screen without a server: a host's toolbar (every button), each toggle
+  // with the longer of its two labels, as toolbar.js and host.js fill them.
+  for (const screen of document.querySelectorAll('main.screen')) screen.hidden = screen.id !== 'meeting';
+  const bar = document.querySelector('.toolbar');
+  for (const button of bar.querySelectorAll('button')) button.hidden = false;
+  const longer = (...keys) => keys.map((key) => t(key)).sort((a, b) => b.length - a.length)[0];
+  const label = (name, text) => { document.querySelector(`[data-role=${name}]`).textContent = text; };
+  label('mute-label', longer('meeting.mute', 'meeting.unmute'));
+  label('camera-label', longer('meeting.camera_on', 'meeting.camera_off'));
+  label('room-captions-label', t('host.room_captions'));
+  return {
+    lang: document.documentElement.lang, width: innerWidth,
+    pageOverflow: document.documentElement.scrollWidth - innerWidth,
+    barOverflow: bar.scrollWidth - bar.clientWidth,
+    buttons: [...bar.querySelectorAll('button')].map((b) => {
+      const r = b.getBoundingClientRect();
+      return { id: b.dataset.testid, top: r.top, left: r.left, right: r.right,
+               text: b.innerText.trim(), label: b.getAttribute('aria-label') };
+    }),
+  };
+}"""
+
+
+@VIEWPORTS
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_toolbar_one_row_on_desktop_every_button_in_sight_on_a_phone(
+    playwright: Any, base_url: str, viewport: tuple[int, int], lang: str
+) -> None:
+    """A host's toolbar, in the language the browser asks for: on one row in a 1280x720
+    window (French labels are longer), and on a phone every button inside the window
+    (none hidden past the edge of a scrolling row); each keeps a name that contains its
+    visible words."""
+    with browser_page(
+        playwright, locale={"en": "en-US", "fr": "fr-FR"}[lang], viewport=viewport
+    ) as page:
+        page.goto(f"{base_url}/room/lab")
+        page.wait_for_selector("[data-testid=error-screen]:not([hidden])")
+        bar = page.evaluate(TOOLBAR)
+    buttons = bar["buttons"]
+    assert bar["lang"] == lang and len(buttons) == 8
+    for button in buttons:
+        assert button["text"], button
+        if button["label"]:  # the visible words are part of the name (WCAG 2.5.3)
+            words = button["text"].lower()
+            assert words in button["label"].lower(), button
+    assert bar["pageOverflow"] <= 0 and bar["barOverflow"] <= 0, bar
+    assert all(b["left"] >= 0 and b["right"] <= bar["width"] for b in buttons), bar
+    if viewport == (1280, 720):
+        tops = [b["top"] for b in buttons]
+        assert max(tops) - min(tops) <= 2, buttons
