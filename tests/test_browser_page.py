@@ -639,11 +639,15 @@ TOOLBAR = """async () => {
   const { t } = await import('/static/i18n.js');
   // The meeting screen without a server: a host's toolbar (every button), each toggle
   // with the longer of its two labels, as toolbar.js and host.js fill them.
-  for (const screen of document.querySelectorAll('main.screen')) screen.hidden = screen.id !== 'meeting';
+  for (const screen of document.querySelectorAll('main.screen')) {
+    screen.hidden = screen.id !== 'meeting';
+  }
   const bar = document.querySelector('.toolbar');
   for (const button of bar.querySelectorAll('button')) button.hidden = false;
   const longer = (...keys) => keys.map((key) => t(key)).sort((a, b) => b.length - a.length)[0];
-  const label = (name, text) => { document.querySelector(`[data-role=${name}]`).textContent = text; };
+  const label = (name, text) => {
+    document.querySelector(`[data-role=${name}]`).textContent = text;
+  };
   label('mute-label', longer('meeting.mute', 'meeting.unmute'));
   label('camera-label', longer('meeting.camera_on', 'meeting.camera_off'));
   label('room-captions-label', t('host.room_captions'));
