@@ -1,5 +1,12 @@
 // The meeting connection (signalling.js): join, publish our media, follow participants
 // and tracks, reconnect with the page's one policy (reconnect.js), leave.
+//
+// A rejoin has recovered once media flows again (a peer connection connected), not when
+// signalling answers: a user whose network blocks UDP joins fine, then loses media each
+// time ICE fails. So one policy counts every (re)join since media last flowed; after its
+// last attempt the page stops and says whether the server or media could not be reached.
+// A join with no media to carry (nobody publishing, nothing to publish) counts as
+// recovered at once.
 
 import { CloseCode, closeError, FATAL } from "./closecodes.js";
 import { t } from "./i18n.js";
@@ -12,6 +19,18 @@ import { attachTrack, detachTrack, removeParticipant, removeParticipants, upsert
 
 // About 1, 2, 4, 8 and 10 s (less jitter), then the page gives up and offers "Try again".
 const RECONNECT = { baseMs: 1000, maxMs: 10000, maxAttempts: 5 };
+
+// Errors of a rejoin that another rejoin may not have.
+const RETRYABLE = new Set(["connection_failed", "timeout", "media_blocked"]);
+
+let policy = new ReconnectPolicy(RECONNECT);
+// True from "connection lost" until the page announces the recovery.
+let recovering = false;
+
+/** Replaces the rejoin policy's options (tests use short delays); resets its count. */
+export function configureReconnect(options) {
+  policy = new ReconnectPolicy({ ...RECONNECT, ...options });
+}
 
 /** Joins the room and publishes our media; throws a SignallingError when refused. */
 export async function connect() {
@@ -30,13 +49,27 @@ export async function connect() {
   const audio = localStream.getAudioTracks()[0] || null;
   const video = localStream.getVideoTracks()[0] || null;
   setCameraOn(Boolean(video));
+  const others = joined.participants || [];
+  let carriesMedia = link.grants.can_subscribe !== false && others.some((p) => p.audio?.published || p.video?.published);
   if (link.grants.can_publish !== false && (audio || video)) {
+    carriesMedia = true;
     await connection.publish({ audio, video });
     if (audio && micMuted) {
       audio.enabled = false;
       connection.setMuted("audio", true);
     }
   }
+  if (!carriesMedia || connection.mediaConnected) recovered(connection);
+}
+
+/** Media flows on the live connection (or it has none to carry): the policy starts afresh. */
+function recovered(connection) {
+  if (connection !== current().connection) return;
+  policy.reset();
+  if (!recovering) return;
+  recovering = false;
+  document.documentElement.dataset.connection = "ok";
+  notify(t("error.reconnected"), { brief: true });
 }
 
 function wire(connection) {
@@ -52,6 +85,7 @@ function wire(connection) {
   connection.addEventListener("track", (e) => attachTrack(e.detail));
   connection.addEventListener("track_ended", (e) => detachTrack(e.detail));
   connection.addEventListener("server_error", onServerError);
+  connection.addEventListener("media_connected", () => recovered(connection));
   connection.addEventListener("media_failed", () => connection.ws?.close(CloseCode.MEDIA_FAILED, "media failed"));
   connection.addEventListener("closed", (e) => onClosed(connection, e.detail));
 }
@@ -59,40 +93,45 @@ function wire(connection) {
 function onClosed(connection, detail) {
   const { connection: live, phase } = current();
   if (connection !== live || phase === "leaving" || detail.byUs) return;
-  if (FATAL.has(detail.code) && detail.code !== CloseCode.NORMAL) {
+  // Our own close after a failed peer connection may come back as any code.
+  const mediaLost = detail.mediaFailed || detail.code === CloseCode.MEDIA_LOST;
+  if (!mediaLost && FATAL.has(detail.code) && detail.code !== CloseCode.NORMAL) {
     leaveMeeting({ silent: true });
     showError(detail.error || closeError(detail.code));
     return;
   }
-  reconnect();
+  reconnect(mediaLost ? "media_blocked" : "connection_failed");
 }
 
-async function reconnect() {
+/** Rejoins until one succeeds; `failure` is the error shown if the policy gives up. */
+async function reconnect(failure) {
   if (current().phase === "reconnecting") return;
   setPhase("reconnecting");
+  recovering = true;
   notify(t("error.connection_lost"), { sticky: true });
   document.documentElement.dataset.connection = "lost";
   removeParticipants({ keepYou: true });
-  const policy = new ReconnectPolicy(RECONNECT);
   for (let delay = policy.next(); delay !== null; delay = policy.next()) {
     await sleep(delay);
     if (current().phase === "leaving") return;
     try {
       await connect();
+      // Closed before we got here (its close found us still reconnecting): try again.
+      if (current().connection?.ws?.readyState !== WebSocket.OPEN) continue;
+      // The meeting is back; "reconnected" waits for media (recovered()).
       setPhase("meeting");
-      document.documentElement.dataset.connection = "ok";
-      notify(t("error.reconnected"), { brief: true });
       return;
     } catch (error) {
-      if (error.code && ERROR_MESSAGES[error.code] && !["connection_failed", "timeout"].includes(error.code)) {
+      if (error.code && ERROR_MESSAGES[error.code] && !RETRYABLE.has(error.code)) {
         leaveMeeting({ silent: true });
         showError(error.code);
         return;
       }
+      failure = error.code === "media_blocked" ? "media_blocked" : "connection_failed";
     }
   }
   leaveMeeting({ silent: true });
-  showError("connection_failed", { retry: true });
+  showError(failure, { retry: true });
 }
 
 /** Leaves the meeting: says so to the server (unless `silent`), stops media and captions. */

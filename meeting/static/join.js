@@ -180,7 +180,7 @@ async function join(connect, enter) {
     button.textContent = t("join.button");
     for (const track of localStream.getTracks()) track.stop();
     showError(error.code || "connection_failed", {
-      retry: error.code === "connection_failed" || error.code === "timeout",
+      retry: ["connection_failed", "timeout", "media_blocked"].includes(error.code),
       detail: error.message,
     });
     return;

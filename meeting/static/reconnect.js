@@ -1,7 +1,7 @@
 // The page's one reconnect policy: capped exponential backoff with jitter, reset after a
 // success. Used by the captions socket (captionsocket.js, retries for as long as the
-// page is open) and the meeting connection (reconnect-meeting.js, gives up after a few
-// tries and offers "Try again").
+// page is open) and the meeting connection (connection.js: one policy counts every rejoin
+// until media flows again; gives up after a few tries and offers "Try again").
 //
 // Jitter spreads the reconnects of a whole room after a server restart, so they do not
 // all arrive in the same instant: each delay is drawn in [(1 - jitter) * d, d], where d

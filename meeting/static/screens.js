@@ -15,6 +15,7 @@ export const ERROR_MESSAGES = {
   room_full: "error.room_full",
   replaced: "error.replaced",
   connection_failed: "error.connection_failed",
+  media_blocked: "error.media_blocked",
   timeout: "error.connection_failed",
 };
 

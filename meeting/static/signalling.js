@@ -8,7 +8,10 @@
 //   track {identity, name, kind, track, stream}  a remote track started
 //   track_ended {identity, kind}                 its slot became inactive
 //   server_error {code, message, request}        an error reply that leaves us connected
-//   closed {code, reason, error}                 the socket closed (error: last error code)
+//   media_connected {pc}                         a peer connection connected: media flows
+//   media_failed {pc}                            a peer connection failed
+//   closed {code, reason, error, byUs, mediaFailed}  the socket closed (error: last error
+//                                                code; mediaFailed: one of ours failed first)
 
 import { CloseCode, closeError } from "./closecodes.js";
 
@@ -36,6 +39,8 @@ export class MeetingConnection extends EventTarget {
     this.subscriberTracks = new Map(); // mid -> {identity, name, kind, active}
     this.lastError = null;
     this.closedByUs = false;
+    this.mediaConnected = false;
+    this.mediaFailed = false;
     this.subscriberChain = Promise.resolve();
   }
 
@@ -90,8 +95,17 @@ export class MeetingConnection extends EventTarget {
       ws.addEventListener("close", (event) => {
         clearTimeout(timer);
         if (!settled) fail(this.lastError || closeError(event.code), event.reason);
+        // A publish waiting for its answer ends too (a rejoin must not hang on it).
+        this.pendingAnswer?.reject(new SignallingError(event.code === CloseCode.MEDIA_LOST ? "media_blocked" : closeError(event.code), event.reason));
+        this.pendingAnswer = null;
         this.closePeers();
-        this.emit("closed", { code: event.code, reason: event.reason, error: this.lastError, byUs: this.closedByUs });
+        this.emit("closed", {
+          code: event.code,
+          reason: event.reason,
+          error: this.lastError,
+          byUs: this.closedByUs,
+          mediaFailed: this.mediaFailed,
+        });
       });
     });
   }
@@ -143,9 +157,7 @@ export class MeetingConnection extends EventTarget {
   async publish({ audio = null, video = null } = {}) {
     if (!this.publisher) {
       this.publisher = new RTCPeerConnection({ iceServers: [] });
-      this.publisher.addEventListener("connectionstatechange", () => {
-        if (this.publisher?.connectionState === "failed") this.emit("media_failed", { pc: "publisher" });
-      });
+      this.watchMedia(this.publisher, "publisher");
     }
     for (const [kind, track] of [["audio", audio], ["video", video]]) {
       if (!track) continue;
@@ -154,6 +166,20 @@ export class MeetingConnection extends EventTarget {
       else this.publisher.addTransceiver(track, { direction: "sendonly" });
     }
     await this.negotiatePublisher();
+  }
+
+  /** Reports `pc` connecting (media flows: the first time only) or failing. */
+  watchMedia(pc, name) {
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc.connectionState === "connected" && !this.mediaConnected) {
+        this.mediaConnected = true;
+        this.emit("media_connected", { pc: name });
+      }
+      if (pc.connectionState === "failed" && !this.mediaFailed) {
+        this.mediaFailed = true;
+        this.emit("media_failed", { pc: name });
+      }
+    });
   }
 
   transceiver(kind) {
@@ -195,9 +221,7 @@ export class MeetingConnection extends EventTarget {
     if (!this.subscriber) {
       this.subscriber = new RTCPeerConnection({ iceServers: [] });
       this.subscriber.addEventListener("track", (event) => this.onTrack(event));
-      this.subscriber.addEventListener("connectionstatechange", () => {
-        if (this.subscriber?.connectionState === "failed") this.emit("media_failed", { pc: "subscriber" });
-      });
+      this.watchMedia(this.subscriber, "subscriber");
     }
     const pc = this.subscriber;
     const previous = this.subscriberTracks;

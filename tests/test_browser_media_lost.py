@@ -1,0 +1,136 @@
+"""A media link that cannot connect, in real Chromium against the real SFU.
+
+A network that blocks UDP lets the page join (signalling is a WebSocket) but not carry
+media: ICE fails, the SFU closes the socket with 4410 MEDIA_LOST, the page rejoins, and
+so on. The page must count those rejoins as failures (media never flowed), stop after
+its policy's last attempt and say why, while a link that does recover starts the count
+afresh. The firewall here drops every UDP datagram that reaches the SFU's ICE sockets
+(aioice's), as a firewall that blocks UDP does: Chromium's ICE gives up after ~15 s
+(the SFU, which gets no end-of-candidates, waits), a link that was up dies on the SFU's
+consent checks after ~4 s (every 0.1 s instead of 5 s), and the page's policy is
+shortened through ``configureReconnect``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import aioice.ice
+import pytest
+
+from tests.browser import InProcessServer, browser_page, chromium_playwright, sfu_server
+from tests.test_browser_captions import SECRET, attach_captioner, caption, link, publish
+
+pytestmark = pytest.mark.browser
+
+FAKE_MEDIA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+WAIT_MS = 45_000  # Chromium's ICE fails in ~15 s; generous for a loaded machine
+
+
+class Firewall:
+    """Drops the UDP that reaches the SFU's ICE sockets while ``blocked``."""
+
+    blocked = False
+
+
+@pytest.fixture
+def firewall(monkeypatch: pytest.MonkeyPatch) -> Firewall:
+    wall = Firewall()
+    receive = aioice.ice.StunProtocol.datagram_received
+
+    def filtered(self: aioice.ice.StunProtocol, data: bytes | str, addr: Any) -> None:
+        if not wall.blocked:
+            receive(self, data, addr)
+
+    monkeypatch.setattr(aioice.ice.StunProtocol, "datagram_received", filtered)
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.1)
+    return wall
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[InProcessServer]:
+    with sfu_server(SECRET, tmp_path, captions=True) as server:
+        attach_captioner(server)
+        yield server
+
+
+@pytest.fixture
+def playwright() -> Iterator[Any]:
+    with chromium_playwright() as p:
+        yield p
+
+
+def join_with_short_policy(
+    page: Any,
+    server: InProcessServer,
+    max_attempts: int,
+    on_join: Callable[[int], None] = lambda n: None,
+) -> list[str]:
+    """Joins as a participant publishing a microphone; returns the list of signalling
+    sockets the page opens (one per join), kept up to date; ``on_join(n)`` runs as the
+    n-th opens."""
+    joins: list[str] = []
+
+    def opened(ws: Any) -> None:
+        if urlparse(ws.url).path == "/ws":
+            joins.append(ws.url)
+            on_join(len(joins))
+
+    page.on("websocket", opened)
+    page.goto(link(server.url, "Mia", "participant"))
+    page.wait_for_selector("[data-testid=join-screen]:not([hidden])")
+    page.evaluate(
+        """async (maxAttempts) => (await import('/static/connection.js'))
+             .configureReconnect({ baseMs: 200, maxMs: 400, maxAttempts })""",
+        max_attempts,
+    )
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=join-camera]').options.length > 0"
+    )
+    page.select_option("[data-testid=join-camera]", "")
+    page.click("[data-testid=join-button]")
+    page.wait_for_selector("[data-testid=meeting]:not([hidden])")
+    return joins
+
+
+def test_media_that_cannot_connect_stops_after_the_bound_and_recovery_resets_it(
+    playwright: Any, firewall: Firewall, server: InProcessServer
+) -> None:
+    firewall.blocked = True
+    with browser_page(playwright, extra_args=FAKE_MEDIA) as page:
+
+        def opened(n: int) -> None:
+            # The firewall lets UDP through for the first rejoin (its ICE checks start
+            # after its socket opens), and drops it again for the next one.
+            if n == 2:
+                firewall.blocked = False
+
+        captions: list[str] = []
+        page.on(
+            "websocket",
+            lambda ws: urlparse(ws.url).path == "/captions" and captions.append(ws.url),
+        )
+        joins = join_with_short_policy(page, server, max_attempts=1, on_join=opened)
+        page.wait_for_selector("html[data-connection=lost]", timeout=WAIT_MS)
+        # Captions have their own socket: they keep coming while media rejoins.
+        publish(server, caption(1, [("still", True), ("reading", True)], kind="final"))
+        page.wait_for_selector("[data-testid=captions] .caption-line[data-speaker=Carol]")
+        # The first rejoin's media flows: "reconnected", and the policy starts afresh.
+        page.wait_for_selector("html[data-connection=ok]", timeout=WAIT_MS)
+        assert "Reconnected" in page.inner_text("[data-testid=notice]")
+        assert len(joins) == 2
+        assert len(captions) == 1  # the captions socket never had to reconnect
+        # Blocked again: the link dies (4410), and though its one attempt was used before,
+        # the page rejoins once more; media never flows, so the page stops and says why.
+        firewall.blocked = True
+        page.wait_for_selector("[data-testid=error-screen]:not([hidden])", timeout=WAIT_MS)
+        message = page.locator("[data-testid=error-message]")
+        assert message.get_attribute("data-code") == "media_blocked"
+        assert "firewall may be blocking UDP" in message.inner_text()
+        assert page.is_visible("[data-role=error-retry]")
+        assert len(joins) == 3
+        page.wait_for_timeout(1500)
+        assert len(joins) == 3  # no further rejoin
