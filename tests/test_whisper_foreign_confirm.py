@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 
 from captions.audio import load_audio
+from captions.clock import VirtualClock
+from captions.engine import AudioInbox
 from captions.engines import EngineOptions
 from captions.engines.whisper import load
 from captions.engines.whisper.language import LanguageConfirmer
 from captions.engines.whisper.models import resolve_model
 from captions.events import Speaker
 from captions.simulate import simulate
+from captions.track import CaptionTrack
 from common.exceptions import CaptionsError
 from tests.speech import synthesize
 
@@ -91,13 +94,19 @@ def test_english_judged_foreign_by_log_probability_is_kept_once_confirmed_englis
         assert len(text.split()) <= 3
 
 
-def test_the_confirmer_is_loaded_with_the_engine_not_mid_meeting() -> None:
-    """Its memory comes with the start, and no speaker's step waits for it to load."""
+def test_the_confirmer_is_loaded_with_the_first_speaker_not_mid_meeting() -> None:
+    """Its memory comes with the first speaker, and no speaker's step waits for it to
+    load; an engine that never gets a speaker (a server whose sidecars run apart) never
+    loads it."""
     require_base()
     engine = load(EngineOptions())
     try:
         confirmer = engine.utterances.confirmer
         assert confirmer is not None
+        time.sleep(0.5)
+        assert confirmer._model is None and engine._preload is None  # not even started
+        clock = VirtualClock()
+        engine.create_session(CaptionTrack(Speaker("a"), clock), AudioInbox(16_000))
         deadline = time.monotonic() + 60
         while confirmer._model is None and time.monotonic() < deadline:
             time.sleep(0.1)

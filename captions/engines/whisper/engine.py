@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,8 +85,8 @@ class WhisperEngine(Engine):
             and not self.decoder.multilingual
             else None
         )
-        # Loaded now, in the background: see LanguageConfirmer.preload.
-        self._preload = confirmer.preload() if confirmer is not None else None
+        self._preload: threading.Thread | None = None
+        """The confirmer's load, started by the first session (see create_session)."""
         self.utterances = Utterances(self.settings, self.transcriber, self.costs, confirmer)
         self.active_sessions = 0
         self.info = EngineInfo(
@@ -152,6 +153,12 @@ class WhisperEngine(Engine):
         assert session.vad is not None
         session.vad.reset(inbox.position)
         self.active_sessions += 1
+        confirmer = self.utterances.confirmer
+        if self._preload is None and confirmer is not None:
+            # In the background from the first speaker on (LanguageConfirmer.preload); an
+            # engine that never transcribes (a server whose sidecars run apart) never
+            # pays for the model.
+            self._preload = confirmer.preload()
         return session
 
     def release_session(self, session: Session) -> None:

@@ -118,7 +118,7 @@ class LanguageConfirmer:
     """Language identification by the pinned multilingual Whisper (``--model base``), to
     confirm that speech an English-only model cannot transcribe is another language.
 
-    Loaded once, in the background from the engine's start (:meth:`preload`); without
+    Loaded once, in the background from the engine's first session (:meth:`preload`); without
     the multilingual model installed it confirms nothing (:meth:`is_other_language`
     returns None) and the log-probability verdict stands alone. Runs only when that
     verdict is "foreign" (rare on English).
@@ -138,7 +138,7 @@ class LanguageConfirmer:
 
     def preload(self) -> threading.Thread:
         """Loads the model in the background now, rather than on first use: its ~240 MB
-        then come with the engine's start (flat memory afterwards), and the first foreign
+        then come with the first speaker (flat memory afterwards), and the first foreign
         utterance does not stall every speaker's step while it loads. First use waits
         for this load (same lock)."""
         thread = threading.Thread(target=self._load, name="language-confirmer", daemon=True)
