@@ -101,8 +101,11 @@ class Peer:
         grants: Grants,
         *,
         send: Callable[[dict[str, Any]], bool],
+        connect_timeout: float | None = None,
     ) -> None:
         self.grants = grants
+        self.connect_timeout = connect_timeout
+        """A media connection not connected within this long is lost (None: no bound)."""
         self._send = send
         self.publisher_pc: RTCPeerConnection | None = None
         self.subscriber_pc: RTCPeerConnection | None = None
@@ -206,17 +209,25 @@ class Peer:
     # ------------------------------------------------------------ media state
 
     def watch(self, pc: RTCPeerConnection, name: str) -> None:
-        """Reports ``pc``'s death (see the module doc) through :attr:`on_media_lost`."""
+        """Reports ``pc``'s death (see the module doc), or its failure to connect within
+        :attr:`connect_timeout`, through :attr:`on_media_lost`."""
+        on_connection_death(pc, lambda state: self._lose_media(f"{name} connection {state}"))
+        if self.connect_timeout is not None:
+            timeout = self.connect_timeout
 
-        def died(state: str) -> None:
-            if self.closed or self.media_lost:
-                return  # our own close (``closed`` is set first) is no failure
-            self.media_lost = f"{name} connection {state}"
-            logger.info("%s: %s", self.identity, self.media_lost)
-            if self.on_media_lost is not None:
-                self.on_media_lost(self.media_lost)
+            def check() -> None:
+                if pc.connectionState != "connected":
+                    self._lose_media(f"{name} connection not connected after {timeout:g} s")
 
-        on_connection_death(pc, died)
+            asyncio.get_running_loop().call_later(timeout, check)
+
+    def _lose_media(self, reason: str) -> None:
+        if self.closed or self.media_lost:
+            return  # our own close (``closed`` is set first) is no failure
+        self.media_lost = reason
+        logger.info("%s: %s", self.identity, reason)
+        if self.on_media_lost is not None:
+            self.on_media_lost(reason)
 
     # ------------------------------------------------------------ subscribing
 

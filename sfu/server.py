@@ -263,7 +263,11 @@ class Connection:
                 raise MalformedMessageError(f"join.name: {exc}") from exc
         room = self.server.rooms.get_or_create(grants.room)
         had_visible = any(not p.grants.hidden for p in room.peers.values())
-        peer = Peer(grants, send=self.send)
+        peer = Peer(
+            grants,
+            send=self.send,
+            connect_timeout=self.server.settings.media_connect_timeout_seconds,
+        )
         peer.disconnect = self.close
 
         def media_lost(reason: str) -> None:

@@ -51,13 +51,18 @@ class Settings:
     """Largest signalling message accepted (subscriber answers grow with the room)."""
     max_participants_per_room: int = 100
     join_timeout_seconds: float = JOIN_TIMEOUT_SECONDS
+    """A signalling socket must have joined within this time of connecting (4408)."""
     max_connections: int = 2048
     """Open TCP connections in all; beyond, HTTP 503 (``sfu.connections``)."""
     max_connections_per_address: int = 256
     """Open TCP connections from one IP address; beyond, HTTP 429."""
     header_timeout_seconds: float = 10.0
     """Time a new connection has to send its first request head; else 408, closed."""
-    """A signalling socket must have joined within this time of connecting (4408)."""
+    media_connect_timeout_seconds: float = 30.0
+    """A participant's media connection must be connected within this time of being set
+    up; else it is a dead link (4410 MEDIA_LOST), as when it fails later. Without it the
+    SFU waited for ever on a link whose ICE cannot succeed (a firewall blocking UDP): it
+    gets no end-of-candidates, so aioice never gives up."""
     ice_loopback: bool = True
     """Also offer 127.0.0.1 ICE candidates (aioice leaves loopback out by default)."""
 
@@ -99,6 +104,8 @@ class Settings:
         if self.tls_self_signed and self.tls_cert is not None:
             raise SettingsError("use either --tls-self-signed or --tls-cert/--tls-key")
         self.connection_limits()  # raises on a limit below 1 or a timeout not positive
+        if not self.media_connect_timeout_seconds > 0:
+            raise SettingsError("the media connect timeout must be positive")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port {self.port} is out of range")
         if self.secret_override is not None and len(self.secret_override) < MIN_SECRET_CHARS:

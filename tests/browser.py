@@ -93,12 +93,15 @@ class InProcessServer:
 
 
 @contextmanager
-def sfu_server(secret: str, data_dir: Path, *, captions: bool = False) -> Iterator[InProcessServer]:
+def sfu_server(
+    secret: str, data_dir: Path, *, captions: bool = False, **settings: Any
+) -> Iterator[InProcessServer]:
     """The SFU and the page (``sfu.server.create_app``) in a thread, without a speech engine.
 
     With ``captions``, the captions API (``/captions``, transcripts) is installed too, with
     no sidecar: the test publishes caption events and room status through ``hub``.
     For tests of joining, media, meeting controls and the page's caption handling.
+    ``settings`` override the SFU's (``sfu.settings.Settings``).
     """
     from aiohttp import web
 
@@ -107,9 +110,8 @@ def sfu_server(secret: str, data_dir: Path, *, captions: bool = False) -> Iterat
     from sfu.settings import Settings
 
     port = free_port()
-    settings = Settings(port=port, data_dir=data_dir, secret_override=secret)
     loop = asyncio.new_event_loop()
-    app = create_app(settings)
+    app = create_app(Settings(port=port, data_dir=data_dir, secret_override=secret, **settings))
     add_page_routes(app)
     hub = None
     if captions:

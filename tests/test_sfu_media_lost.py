@@ -15,12 +15,14 @@ from typing import Any
 import aioice.ice
 import pytest
 from aiohttp.test_utils import TestServer
+from aiortc import RTCPeerConnection
 
 from common.closecodes import CloseCode
 from sfu.client import SfuClient
 from sfu.contrib.media import pcm_audio_track
 from sfu.peer import Peer
 from sfu.server import SFU
+from sfu.tokens import Grants
 from tests.test_sfu_forwarding import sfu, token, tone, url
 
 __all__ = ["sfu"]
@@ -151,3 +153,34 @@ async def test_our_own_close_is_not_a_media_failure(sfu: TestServer) -> None:
     assert peer.closed and peer.media_lost is None
     assert alice.close_code not in (CloseCode.MEDIA_FAILED, CloseCode.MEDIA_LOST)
     await bob.close()
+
+
+async def test_a_link_that_never_connects_is_lost_after_the_bound() -> None:
+    """A firewall blocking UDP: ICE never succeeds, and nothing else would end the link
+    (the SFU gets no end-of-candidates from browsers, so aioice waits for ever)."""
+    lost: list[str] = []
+    peer = Peer(Grants("lobby", "alice"), send=lambda message: True, connect_timeout=0.2)
+    peer.on_media_lost = lost.append
+    pc = RTCPeerConnection()
+    try:
+        peer.watch(pc, "publisher")
+        await asyncio.sleep(0.5)
+        assert lost == ["publisher connection not connected after 0.2 s"]
+        assert peer.media_lost == lost[0]
+    finally:
+        await pc.close()
+    assert len(lost) == 1  # reported once, not again on the close
+
+
+async def test_a_closed_peer_does_not_report_its_unconnected_link() -> None:
+    lost: list[str] = []
+    peer = Peer(Grants("lobby", "bob"), send=lambda message: True, connect_timeout=0.2)
+    peer.on_media_lost = lost.append
+    pc = RTCPeerConnection()
+    try:
+        peer.watch(pc, "subscriber")
+        peer.closed = True  # as Peer.close() does first
+        await asyncio.sleep(0.5)
+        assert lost == [] and peer.media_lost is None
+    finally:
+        await pc.close()
