@@ -106,6 +106,7 @@ class Peer:
         self.grants = grants
         self.connect_timeout = connect_timeout
         """A media connection not connected within this long is lost (None: no bound)."""
+        self._connect_deadlines: list[asyncio.TimerHandle] = []
         self._send = send
         self.publisher_pc: RTCPeerConnection | None = None
         self.subscriber_pc: RTCPeerConnection | None = None
@@ -219,7 +220,8 @@ class Peer:
                 if pc.connectionState != "connected":
                     self._lose_media(f"{name} connection not connected after {timeout:g} s")
 
-            asyncio.get_running_loop().call_later(timeout, check)
+            deadline = asyncio.get_running_loop().call_later(timeout, check)
+            self._connect_deadlines.append(deadline)
 
     def _lose_media(self, reason: str) -> None:
         if self.closed or self.media_lost:
@@ -334,6 +336,8 @@ class Peer:
 
     async def close(self) -> None:
         self.closed = True
+        for deadline in self._connect_deadlines:  # no timer keeps a closed peer alive
+            deadline.cancel()
         for publication in self.publications.values():
             publication.close()
         self.publications.clear()

@@ -155,32 +155,32 @@ async def test_our_own_close_is_not_a_media_failure(sfu: TestServer) -> None:
     await bob.close()
 
 
-async def test_a_link_that_never_connects_is_lost_after_the_bound() -> None:
-    """A firewall blocking UDP: ICE never succeeds, and nothing else would end the link
-    (the SFU gets no end-of-candidates from browsers, so aioice waits for ever)."""
+async def watch_unconnected_link(*, close_peer_first: bool) -> tuple[Peer, list[str]]:
+    """A peer watching a connection that never connects (bound 0.2 s), 0.5 s on; returns
+    the peer and every loss it reported, the connection's own close included."""
     lost: list[str] = []
     peer = Peer(Grants("lobby", "alice"), send=lambda message: True, connect_timeout=0.2)
     peer.on_media_lost = lost.append
     pc = RTCPeerConnection()
     try:
         peer.watch(pc, "publisher")
+        if close_peer_first:
+            await peer.close()
         await asyncio.sleep(0.5)
-        assert lost == ["publisher connection not connected after 0.2 s"]
-        assert peer.media_lost == lost[0]
     finally:
         await pc.close()
-    assert len(lost) == 1  # reported once, not again on the close
+    return peer, lost
+
+
+async def test_a_link_that_never_connects_is_lost_after_the_bound() -> None:
+    """A firewall blocking UDP: ICE never succeeds, and nothing else would end the link
+    (the SFU gets no end-of-candidates from browsers, so aioice waits for ever)."""
+    peer, lost = await watch_unconnected_link(close_peer_first=False)
+    # Reported once, not again on the connection's close.
+    assert lost == ["publisher connection not connected after 0.2 s"]
+    assert peer.media_lost == lost[0]
 
 
 async def test_a_closed_peer_does_not_report_its_unconnected_link() -> None:
-    lost: list[str] = []
-    peer = Peer(Grants("lobby", "bob"), send=lambda message: True, connect_timeout=0.2)
-    peer.on_media_lost = lost.append
-    pc = RTCPeerConnection()
-    try:
-        peer.watch(pc, "subscriber")
-        peer.closed = True  # as Peer.close() does first
-        await asyncio.sleep(0.5)
-        assert lost == [] and peer.media_lost is None
-    finally:
-        await pc.close()
+    peer, lost = await watch_unconnected_link(close_peer_first=True)
+    assert lost == [] and peer.media_lost is None
