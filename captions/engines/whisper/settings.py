@@ -24,6 +24,9 @@ class WhisperSettings:
     """Agreed words ending this close to the audio's end are not final yet (may be cut)."""
     max_tentative_seconds: float = 1.5
     """A word this old (behind the audio's end) is finalised even without agreement."""
+    keep_trailing_words: int = 1
+    """1: words the latest step heard after the last look's last word, starting before the
+    utterance's end, are kept (the last look drops a quiet last word)."""
     min_window_seconds: float = 2.0
     """No word of an utterance is final before this much of it was heard (2.5 before the
     second round of issue 13: with looks every 0.5 s from 0.75 s, 2.5 waited for the look

@@ -15,6 +15,7 @@ A word "has no audio of its own" when the cross-attention alignment gave it less
 
 from __future__ import annotations
 
+import difflib
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,6 +25,8 @@ from captions.events import Word
 
 SILENT_WORD_SECONDS = 0.02
 """A word aligned shorter than this has no audio of its own: text past the speech."""
+ECHO_SIMILARITY = 0.7
+"""Two words this alike (difflib ratio of their letters) are one word heard twice."""
 
 
 def merge_punctuation(aligned: Sequence[Mapping[str, Any]], base: float) -> list[Word]:
@@ -121,3 +124,27 @@ def compression_ratio(words: Sequence[Word]) -> float:
     treats above 2.4 as a degenerate, repeating decode)."""
     text = " ".join(w.text for w in words).encode()
     return len(text) / max(1, len(zlib.compress(text)))
+
+
+def with_trailing_words(
+    words: list[Word], earlier: Sequence[Word], *, before: float, near: float = 0.5
+) -> list[Word]:
+    """``words`` followed by the words an ``earlier`` hypothesis of the same audio heard
+    after ``words``' last word (found by text, within ``near`` seconds of it) that start
+    before ``before``; unless the first of them sounds like that last word again (an
+    echo: "Anuli Annuli" for one "annuler")."""
+    if not words:
+        return words
+    last = words[-1]
+    key = normalise(last.text)
+    for j in range(len(earlier) - 1, -1, -1):
+        if normalise(earlier[j].text) == key and abs(earlier[j].start - last.start) < near:
+            extra = [w for w in earlier[j + 1 :] if w.start < before]
+            if extra and _sounds_alike(normalise(extra[0].text), key):
+                return words
+            return [*words, *extra]
+    return words
+
+
+def _sounds_alike(a: str, b: str) -> bool:
+    return difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio() >= ECHO_SIMILARITY

@@ -191,6 +191,13 @@ class Utterances:
             hypothesis = replace(
                 hypothesis, words=text.not_before(hypothesis.words, s.speech_onset)
             )
+            if self.settings.keep_trailing_words and last and last[0] == s.buffer_start:
+                hypothesis = replace(
+                    hypothesis,
+                    words=text.with_trailing_words(
+                        hypothesis.words, last[2].words, before=end / SAMPLE_RATE
+                    ),
+                )
             if self._sounds_foreign(s, hypothesis, end, final=True):
                 s.track.mark_unsupported_language()
                 foreign = True
