@@ -4,8 +4,10 @@ A network that blocks UDP lets the page join (signalling is a WebSocket) but not
 media: ICE fails, the SFU closes the socket with 4410 MEDIA_LOST, the page rejoins, and
 so on. The page must count those rejoins as failures (media never flowed), stop after
 its policy's last attempt and say why, while a link that does recover starts the count
-afresh. The firewall here drops every UDP datagram that reaches the SFU's ICE sockets
-(aioice's), as a firewall that blocks UDP does. A link that never connects is ended by
+afresh. When it gives up because media cannot get through, the page stays in the meeting
+for captions only (their socket is TCP) and offers "Try again". The firewall here drops
+every UDP datagram that reaches the SFU's ICE sockets (aioice's), as a firewall that
+blocks UDP does. A link that never connects is ended by
 the SFU after ``media_connect_timeout_seconds`` (here 6 s; Chromium's own ICE gives up
 after ~15 s, a timing the test used to depend on and once waited past), a link that was
 up dies on the SFU's consent checks after ~4 s (every 0.1 s instead of 5 s), and the
@@ -30,6 +32,8 @@ pytestmark = pytest.mark.browser
 FAKE_MEDIA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 CONNECT_SECONDS = 6.0  # the SFU's bound on a link that never connects
 WAIT_MS = 45_000  # a link ends in 4 to 6 s; generous for a loaded machine
+CAPTION_LINE = "[data-testid=captions] .caption-line[data-speaker=Carol]"
+STORE = "(await import('/static/store.js')).current()"  # the page's state (store.js)
 
 
 class Firewall:
@@ -137,7 +141,7 @@ def test_media_that_cannot_connect_stops_after_the_bound_and_recovery_resets_it(
         page.wait_for_function("() => window.seen.connection.includes('lost')", timeout=WAIT_MS)
         # Captions have their own socket: they keep coming while media rejoins.
         publish(server, caption(1, [("still", True), ("reading", True)], kind="final"))
-        page.wait_for_selector("[data-testid=captions] .caption-line[data-speaker=Carol]")
+        page.wait_for_selector(CAPTION_LINE)
         # The first rejoin's media flows: "reconnected", and the policy starts afresh.
         page.wait_for_function(
             """() => { const states = window.seen.connection;
@@ -148,13 +152,73 @@ def test_media_that_cannot_connect_stops_after_the_bound_and_recovery_resets_it(
         assert len(joins) == 2
         assert len(captions) == 1  # the captions socket never had to reconnect
         # Blocked again: the link dies (4410), and though its one attempt was used before,
-        # the page rejoins once more; media never flows, so the page stops and says why.
+        # the page rejoins once more; media never flows, so the page stops rejoining and
+        # stays for captions only (the next test covers that state).
         firewall.blocked = True
-        page.wait_for_selector("[data-testid=error-screen]:not([hidden])", timeout=WAIT_MS)
-        message = page.locator("[data-testid=error-message]")
-        assert message.get_attribute("data-code") == "media_blocked"
-        assert "firewall may be blocking UDP" in message.inner_text()
-        assert page.is_visible("[data-role=error-retry]")
+        page.wait_for_selector("html[data-connection=captions-only]", timeout=WAIT_MS)
+        assert page.is_hidden("[data-testid=error-screen]")
         assert len(joins) == 3
         page.wait_for_timeout(1500)
         assert len(joins) == 3  # no further rejoin
+        # Leave still works from captions-only, and ends the captions too.
+        page.click("[data-testid=leave]")
+        page.wait_for_selector("[data-testid=error-screen]:not([hidden])")
+        assert page.evaluate(f"async () => {STORE}.captionSocket.ws === null")
+
+
+def test_blocked_media_keeps_the_page_in_the_meeting_for_captions_and_try_again_rejoins(
+    playwright: Any, firewall: Firewall, server: InProcessServer
+) -> None:
+    firewall.blocked = True
+    with browser_page(playwright, extra_args=FAKE_MEDIA) as page:
+        captions: list[str] = []
+        page.on(
+            "websocket",
+            lambda ws: urlparse(ws.url).path == "/captions" and captions.append(ws.url),
+        )
+        joins = join_with_short_policy(page, server, max_attempts=1)
+        page.evaluate(f"async () => {{ window.joinedTracks = {STORE}.localStream.getTracks(); }}")
+        # The join and its one rejoin carry no media: the page gives up, and stays.
+        page.wait_for_selector("html[data-connection=captions-only]", timeout=WAIT_MS)
+        assert page.is_visible("[data-testid=meeting]")
+        assert page.is_hidden("[data-testid=error-screen]")
+        message = page.locator("[data-testid=captions-only-message]")
+        assert message.get_attribute("role") == "alert"
+        assert "cannot get through this network" in message.inner_text()
+        assert "Captions continue" in message.inner_text()
+        # Media and signalling are gone: our tracks stopped, no connection, no rejoins.
+        assert page.evaluate(
+            "() => window.joinedTracks.length > 0"
+            " && window.joinedTracks.every((track) => track.readyState === 'ended')"
+        )
+        assert page.evaluate(f"async () => {STORE}.connection === null")
+        assert len(joins) == 2
+        # A caption produced after giving up still reaches the page, on the first socket.
+        publish(server, caption(1, [("still", True), ("reading", True)], kind="final"))
+        page.wait_for_selector(CAPTION_LINE)
+        assert page.inner_text(f"{CAPTION_LINE} .caption-text") == "still reading"
+        assert len(captions) == 1
+        page.click("[data-testid=language-switch]")
+        assert "Les sous-titres continuent" in message.inner_text()
+        assert page.inner_text("[data-testid=captions-only-retry]") == "Réessayer"
+        page.click("[data-testid=language-switch]")
+        # "Try again" from the keyboard, still blocked: a full rejoin, whose media fails
+        # too, and the page is back to captions only.
+        page.focus("[data-testid=captions-only-retry]")
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            "() => window.seen.connection.filter((s) => s === 'captions-only').length === 2",
+            timeout=WAIT_MS,
+        )
+        assert len(joins) == 3
+        assert page.is_visible("[data-testid=captions-only]")
+        # Unblocked: the rejoin's media flows (our microphone opened again), the meeting is back.
+        firewall.blocked = False
+        page.click("[data-testid=captions-only-retry]")
+        page.wait_for_selector("html[data-connection=ok]", timeout=WAIT_MS)
+        assert page.is_hidden("[data-testid=captions-only]")
+        assert page.evaluate(
+            f"async () => {STORE}.localStream.getAudioTracks()[0]?.readyState === 'live'"
+        )
+        assert len(joins) == 4
+        assert len(captions) == 1

@@ -7,15 +7,20 @@
 // last attempt the page stops and says whether the server or media could not be reached.
 // A join with no media to carry (nobody publishing, nothing to publish) counts as
 // recovered at once.
+//
+// Giving up because media cannot get through does not leave the meeting: captions have
+// their own socket (TCP), and for a viewer who reads them they are the point. The page
+// stays in a captions-only state until "Try again" (a full rejoin) or "Leave".
 
 import { CloseCode, closeError, FATAL } from "./closecodes.js";
 import { t } from "./i18n.js";
 import { ReconnectPolicy, sleep } from "./reconnect.js";
-import { ERROR_MESSAGES, notify, onServerError, showError } from "./screens.js";
+import { reopenDevices } from "./join.js";
+import { ERROR_MESSAGES, hideCaptionsOnly, notify, onServerError, showCaptionsOnly, showError } from "./screens.js";
 import { nodeQuery } from "./nodes.js";
 import { MeetingConnection } from "./signalling.js";
-import { current, setCameraOn, setConnection, setPhase } from "./store.js";
-import { attachTrack, detachTrack, removeParticipant, removeParticipants, upsertParticipant } from "./tiles.js";
+import { current, setCameraOn, setConnection, setLocalMedia, setPhase } from "./store.js";
+import { attachLocal, attachTrack, detachTrack, removeParticipant, removeParticipants, upsertParticipant } from "./tiles.js";
 
 // About 1, 2, 4, 8 and 10 s (less jitter), then the page gives up and offers "Try again".
 const RECONNECT = { baseMs: 1000, maxMs: 10000, maxAttempts: 5 };
@@ -26,6 +31,8 @@ const RETRYABLE = new Set(["connection_failed", "timeout", "media_blocked"]);
 let policy = new ReconnectPolicy(RECONNECT);
 // True from "connection lost" until the page announces the recovery.
 let recovering = false;
+// The devices captions-only stopped ({kind, deviceId}), opened again by "Try again".
+let stoppedDevices = [];
 
 /** Replaces the rejoin policy's options (tests use short delays); resets its count. */
 export function configureReconnect(options) {
@@ -103,12 +110,13 @@ function onClosed(connection, detail) {
   reconnect(mediaLost ? "media_blocked" : "connection_failed");
 }
 
-/** Rejoins until one succeeds; `failure` is the error shown if the policy gives up. */
-async function reconnect(failure) {
+/** Rejoins until one succeeds; `failure` is the error shown if the policy gives up
+ * (media_blocked: the page stays for captions only); `notice` says what happens meanwhile. */
+async function reconnect(failure, notice = "error.connection_lost") {
   if (current().phase === "reconnecting") return;
   setPhase("reconnecting");
   recovering = true;
-  notify(t("error.connection_lost"), { sticky: true });
+  notify(t(notice), { sticky: true });
   document.documentElement.dataset.connection = "lost";
   removeParticipants({ keepYou: true });
   for (let delay = policy.next(); delay !== null; delay = policy.next()) {
@@ -130,8 +138,44 @@ async function reconnect(failure) {
       failure = error.code === "media_blocked" ? "media_blocked" : "connection_failed";
     }
   }
+  if (failure === "media_blocked") {
+    enterCaptionsOnly();
+    return;
+  }
   leaveMeeting({ silent: true });
   showError(failure, { retry: true });
+}
+
+/** Media cannot get through: ends the media and signalling (no more rejoins) and stops
+ * our camera and microphone, but keeps the captions socket and the meeting screen. */
+function enterCaptionsOnly() {
+  const { connection, localStream, you } = current();
+  connection?.leave();
+  // A late event of the old connection is then nobody's (see onClosed, recovered).
+  setConnection(null, you);
+  stoppedDevices = localStream.getTracks().map((track) => ({ kind: track.kind, deviceId: track.getSettings().deviceId }));
+  for (const track of localStream.getTracks()) track.stop();
+  setLocalMedia({ localStream: new MediaStream() });
+  attachLocal();
+  setPhase("captions-only");
+  document.documentElement.dataset.connection = "captions-only";
+  notify("", { sticky: true }); // "Connection lost" gives way to the lasting notice
+  showCaptionsOnly(tryMediaAgain);
+}
+
+/** "Try again" in captions-only: the same devices, a full rejoin, a fresh policy. */
+async function tryMediaAgain() {
+  hideCaptionsOnly();
+  const localStream = await reopenDevices(stoppedDevices);
+  if (current().phase !== "captions-only") {
+    // Left while the devices opened.
+    for (const track of localStream.getTracks()) track.stop();
+    return;
+  }
+  setLocalMedia({ localStream });
+  attachLocal();
+  policy.reset();
+  reconnect("media_blocked", "captions_only.retrying");
 }
 
 /** Leaves the meeting: says so to the server (unless `silent`), stops media and captions. */

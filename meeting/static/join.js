@@ -4,9 +4,13 @@
 
 import { $, role } from "./dom.js";
 import { onLanguageChange, t } from "./i18n.js";
-import { onErrorScreen, showError, showScreen } from "./screens.js";
+import { notify, onErrorScreen, showError, showScreen } from "./screens.js";
 import { current, setLocalMedia } from "./store.js";
 import { ensureAudioContext, levelMeter } from "./tiles.js";
+
+// What the page asks of a microphone and a camera.
+const MIC = { echoCancellation: true, noiseSuppression: true };
+const CAMERA = { width: { ideal: 640 }, height: { ideal: 360 } };
 
 let previewStream = null;
 let previewPending = Promise.resolve();
@@ -76,8 +80,8 @@ async function startPreview({ firstTime = false } = {}) {
   if (wantAudio || wantVideo) {
     try {
       stream = await navigator.mediaDevices.getUserMedia({
-        audio: wantAudio ? deviceConstraint(micId, { echoCancellation: true, noiseSuppression: true }) : false,
-        video: wantVideo ? deviceConstraint(cameraId, { width: { ideal: 640 }, height: { ideal: 360 } }) : false,
+        audio: wantAudio ? deviceConstraint(micId, MIC) : false,
+        video: wantVideo ? deviceConstraint(cameraId, CAMERA) : false,
       });
     } catch (error) {
       // Retry with the microphone alone: a missing or refused camera must not block audio.
@@ -110,6 +114,24 @@ async function startPreview({ firstTime = false } = {}) {
 
 function deviceConstraint(id, extra) {
   return id && id !== "default" ? { ...extra, deviceId: { exact: id } } : { ...extra };
+}
+
+/** Opens again the devices of tracks the page stopped (`[{kind, deviceId}]`); an empty
+ * stream, said in a notice, when they cannot be (joining without them still works). */
+export async function reopenDevices(devices) {
+  const wanted = (kind, extra) => {
+    const device = devices.find((d) => d.kind === kind);
+    return device ? deviceConstraint(device.deviceId, extra) : false;
+  };
+  const audio = wanted("audio", MIC);
+  const video = wanted("video", CAMERA);
+  if (!audio && !video) return new MediaStream();
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio, video });
+  } catch {
+    notify(t("error.media_failed"));
+    return new MediaStream();
+  }
 }
 
 function reportMediaError(error) {

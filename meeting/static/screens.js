@@ -81,6 +81,18 @@ export function notify(text, { brief = false, sticky = false } = {}) {
   if (!sticky) noticeTimer = setTimeout(() => (notice.textContent = ""), brief ? NOTICE_MS / 2 : NOTICE_MS);
 }
 
+/** The lasting captions-only notice (connection.js) with its "Try again" (`onRetry`). */
+export function showCaptionsOnly(onRetry) {
+  // Written anew each time, so that screen readers announce it again.
+  role("captions-only-message").textContent = t("captions_only.message");
+  role("captions-only-retry").onclick = onRetry;
+  role("captions-only").hidden = false;
+}
+
+export function hideCaptionsOnly() {
+  role("captions-only").hidden = true;
+}
+
 function refreshLabels() {
   role("room-name").textContent = current().link?.room || t("app.title");
   // The switch names the other language, in that language.

@@ -15,7 +15,7 @@ const state = {
   captionSocket: null,
   micMuted: false,
   cameraOn: false,
-  phase: "start", // start | join | meeting | reconnecting | leaving
+  phase: "start", // start | join | meeting | reconnecting | captions-only | leaving
   // The room's caption state, as the server owns it.
   roomCaptions: { enabled: true, language: null, changed_by: null, languages: [] },
   // What the captions feed reports: socket state, captioner presence, degraded, whether

@@ -39,7 +39,7 @@ export function bindToolbar() {
   document.addEventListener("keydown", onKeyDown);
   onChange((keys) => {
     if (keys.has("settings")) applyViewerChoices();
-    if (keys.has("micMuted") || keys.has("cameraOn") || keys.has("settings")) render();
+    if (["micMuted", "cameraOn", "settings", "phase"].some((key) => keys.has(key))) render();
   });
   onLanguageChange(render);
   applyViewerChoices();
@@ -148,7 +148,9 @@ function applyViewerChoices() {
 }
 
 function render() {
-  const { micMuted, cameraOn, settings } = current();
+  const { micMuted, cameraOn, settings, phase } = current();
+  // Captions-only has no media to mute or send (connection.js).
+  role("mute").disabled = role("camera").disabled = phase === "captions-only";
   role("mute").dataset.muted = String(micMuted);
   role("mute-label").textContent = t(micMuted ? "meeting.unmute" : "meeting.mute");
   role("camera").dataset.on = String(cameraOn);
