@@ -59,7 +59,12 @@ async def test_a_bot_whose_link_died_rejoins(sfu: TestServer) -> None:
             return again is not None and any(p.publications for p in again.peers.values())
 
         await until(back, timeout=30, what="the bot back and publishing")
+        # The SFU sees the publication before the bot's publish() returns and notes it.
+        await until(
+            lambda: any(e["what"] == "bot 0 rejoined" for e in soak.events),
+            timeout=30,
+            what="the bot's rejoin noted",
+        )
         assert soak.bot_closes == 1
-        assert any(e["what"] == "bot 0 rejoined" for e in soak.events)
     finally:
         await cancel_and_wait(bot, timeout=30)
