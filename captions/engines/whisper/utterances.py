@@ -188,16 +188,11 @@ class Utterances:
                 hypothesis = self.transcriber.transcribe(
                     s, s.buffer_start, end, beam_size=self.settings.final_beam_size, phase="final "
                 )
-            hypothesis = replace(
-                hypothesis, words=text.not_before(hypothesis.words, s.speech_onset)
-            )
+            words = text.not_before(hypothesis.words, s.speech_onset)
             if self.settings.keep_trailing_words and last and last[0] == s.buffer_start:
-                hypothesis = replace(
-                    hypothesis,
-                    words=text.with_trailing_words(
-                        hypothesis.words, last[2].words, before=end / SAMPLE_RATE
-                    ),
-                )
+                # The beam look may stop short of a quiet last word the steps heard.
+                words = text.with_trailing_words(words, last[2].words, before=end / SAMPLE_RATE)
+            hypothesis = replace(hypothesis, words=words)
             if self._sounds_foreign(s, hypothesis, end, final=True):
                 s.track.mark_unsupported_language()
                 foreign = True
